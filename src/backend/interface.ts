@@ -1,0 +1,171 @@
+/**
+ * The kernel interface every Switchyard backend implements.
+ *
+ * Kernels work on contiguous row-major fp32 (and int32 index) buffers that the caller
+ * allocates; a kernel never allocates its outputs. That keeps the interface small and lets
+ * a backend (reference TypeScript, native C, later wasm/WebGPU) override only the kernels
+ * it accelerates: `NativeBackend` extends `ReferenceBackend`.
+ *
+ * Determinism contract: for a fixed thread count, every kernel gives bit-identical results
+ * across runs. Kernels that reduce (gemm, scatterAddRows, norms' weight gradients) partition
+ * work so that each output element is owned by exactly one thread and summed in a fixed order.
+ */
+
+/** Element-wise unary functions. `gelu` is the erf form, `gelu_tanh` the tanh approximation. */
+export type UnaryOp =
+  | 'neg'
+  | 'abs'
+  | 'exp'
+  | 'log'
+  | 'sqrt'
+  | 'rsqrt'
+  | 'tanh'
+  | 'sigmoid'
+  | 'softplus'
+  | 'relu'
+  | 'gelu'
+  | 'gelu_tanh'
+  | 'silu'
+  | 'square'
+  | 'sign';
+
+/** Element-wise binary functions (with broadcasting through strides). */
+export type BinaryOp = 'add' | 'sub' | 'mul' | 'div' | 'max' | 'min' | 'pow';
+
+/** Activations that the fused gated kernel supports: out = act(a) * b. */
+export type Activation = 'relu' | 'gelu' | 'gelu_tanh' | 'silu';
+
+/** Reductions over the middle axis of an [outer, axis, inner] view. */
+export type ReduceOp = 'sum' | 'max' | 'min';
+
+/** Number of int32 entries describing one task in `gemm`'s `params` array. */
+export const GEMM_PARAMS = 13;
+/** Flags bit: A is stored transposed ([k, m] with leading dimension lda). */
+export const GEMM_TRANS_A = 1;
+/** Flags bit: B is stored transposed ([n, k] with leading dimension ldb). */
+export const GEMM_TRANS_B = 2;
+/** Flags bit: C += op(A)·op(B) instead of C = op(A)·op(B). */
+export const GEMM_ACCUMULATE = 4;
+
+/** The kernels a backend provides. All buffers are caller-allocated. */
+export interface Backend {
+  /** 'reference', 'native', ... */
+  readonly name: string;
+  /** Worker threads used by parallel kernels (1 for the reference backend). */
+  readonly threads: number;
+
+  /**
+   * Batched/grouped GEMM over a task list: for task t, with params p = params[t*13 .. t*13+12] =
+   * [aBuf, aOff, lda, bBuf, bOff, ldb, cBuf, cOff, ldc, m, n, k, flags]:
+   *   C[i, j] (+)= Σ_l opA[i, l] · opB[l, j]  for i < m, j < n, l < k
+   * where opA[i, l] = A[aOff + i*lda + l] (or A[aOff + l*lda + i] with GEMM_TRANS_A),
+   *       opB[l, j] = B[bOff + l*ldb + j] (or B[bOff + j*ldb + l] with GEMM_TRANS_B),
+   *       C[i, j] is at C[cOff + i*ldc + j]; A = buffers[aBuf], B = buffers[bBuf], C = buffers[cBuf].
+   * Without GEMM_ACCUMULATE, C is overwritten (k = 0 writes zeros). m or n may be 0 (empty row
+   * blocks: the MoE case of an expert that got no tokens). Tasks must not write overlapping C
+   * regions. This one kernel serves plain matmul, batched matmul, the MoE grouped GEMM (one task
+   * per expert, each on its own contiguous token block) and all their backward products.
+   */
+  gemm(buffers: readonly Float32Array[], params: Int32Array): void;
+
+  /** out[i] = op(x[i]) for i < n. out may alias x. */
+  unary(op: UnaryOp, x: Float32Array, out: Float32Array): void;
+  /**
+   * dx[i] = dy[i] · op'(x[i]) (accumulate=false overwrites dx, true adds). y = op(x) is passed
+   * because some derivatives are cheapest from it (exp, sigmoid, tanh, sqrt).
+   */
+  unaryGrad(op: UnaryOp, x: Float32Array, y: Float32Array, dy: Float32Array, dx: Float32Array): void;
+
+  /**
+   * out[idx] = a[idx·aStrides] op b[idx·bStrides] over the N-d index space outShape (strides are
+   * element strides, 0 on broadcast dimensions). outShape.length === aStrides.length === bStrides.length.
+   */
+  binary(
+    op: BinaryOp,
+    a: Float32Array,
+    aStrides: Int32Array,
+    b: Float32Array,
+    bStrides: Int32Array,
+    out: Float32Array,
+    outShape: Int32Array,
+  ): void;
+
+  /** out[i] = x[i] · scale + shift (the scalar-op workhorse). out may alias x. */
+  affine(x: Float32Array, scale: number, shift: number, out: Float32Array): void;
+
+  /** Reduce the middle axis of x viewed as [outer, len, inner] into out [outer, inner]. */
+  reduce(op: ReduceOp, x: Float32Array, outer: number, len: number, inner: number, out: Float32Array): void;
+
+  /** Row-wise stable softmax (or log-softmax) of x [rows, cols] into out. */
+  softmax(x: Float32Array, rows: number, cols: number, log: boolean, out: Float32Array): void;
+  /**
+   * Backward of row-wise softmax given y = softmax(x) (or log-softmax): softmax:
+   * dx = y ⊙ (dy - Σ dy⊙y); log-softmax: dx = dy - exp(y) · Σ dy.
+   */
+  softmaxGrad(y: Float32Array, dy: Float32Array, rows: number, cols: number, log: boolean, dx: Float32Array): void;
+  /** out[r] = log Σ_c exp(x[r, c]) (stable). */
+  logsumexp(x: Float32Array, rows: number, cols: number, out: Float32Array): void;
+
+  /**
+   * RMSNorm (Zhang & Sennrich 2019): y = x / sqrt(mean(x²) + eps) ⊙ w (w may be null: no scale).
+   * Writes rstd[r] = 1/sqrt(mean(x_r²)+eps) for the backward.
+   */
+  rmsNorm(x: Float32Array, w: Float32Array | null, rows: number, cols: number, eps: number, out: Float32Array, rstd: Float32Array): void;
+  /** Backward of rmsNorm: writes dx, and adds into dw (if both w and dw are non-null). */
+  rmsNormGrad(
+    x: Float32Array,
+    w: Float32Array | null,
+    rstd: Float32Array,
+    dy: Float32Array,
+    rows: number,
+    cols: number,
+    dx: Float32Array,
+    dw: Float32Array | null,
+  ): void;
+  /**
+   * LayerNorm (Ba et al. 2016): y = (x - mean) / sqrt(var + eps) ⊙ w + b (w, b may be null).
+   * Writes mean[r] and rstd[r] for the backward.
+   */
+  layerNorm(
+    x: Float32Array,
+    w: Float32Array | null,
+    b: Float32Array | null,
+    rows: number,
+    cols: number,
+    eps: number,
+    out: Float32Array,
+    mean: Float32Array,
+    rstd: Float32Array,
+  ): void;
+  /** Backward of layerNorm: writes dx, adds into dw and db when non-null. */
+  layerNormGrad(
+    x: Float32Array,
+    w: Float32Array | null,
+    mean: Float32Array,
+    rstd: Float32Array,
+    dy: Float32Array,
+    rows: number,
+    cols: number,
+    dx: Float32Array,
+    dw: Float32Array | null,
+    db: Float32Array | null,
+  ): void;
+
+  /** out = x permuted: out shape[i] = shape[perm[i]] (general N-d transpose). */
+  permute(x: Float32Array, shape: Int32Array, perm: Int32Array, out: Float32Array): void;
+
+  /** out[i, :] = src[idx[i], :] for i < idx.length (rows of `cols` floats). */
+  gatherRows(src: Float32Array, idx: Int32Array, cols: number, out: Float32Array): void;
+  /**
+   * out[idx[i], :] += w[i] · src[i, :] for i < idx.length (w null means 1). Deterministic:
+   * rows are added in increasing i for every output element.
+   */
+  scatterAddRows(src: Float32Array, idx: Int32Array, w: Float32Array | null, cols: number, out: Float32Array): void;
+  /** out[i] = Σ_c a[i, c] · b[i, c]: row-wise dot products (the combine-weight gradient). */
+  rowDot(a: Float32Array, b: Float32Array, rows: number, cols: number, out: Float32Array): void;
+
+  /** Fused gated activation (GLU family, Shazeer 2020): out = act(a) ⊙ b. */
+  gatedAct(act: Activation, a: Float32Array, b: Float32Array, out: Float32Array): void;
+  /** Backward of gatedAct: da = dy ⊙ b ⊙ act'(a), db = dy ⊙ act(a) (both overwritten). */
+  gatedActGrad(act: Activation, a: Float32Array, b: Float32Array, dy: Float32Array, da: Float32Array, db: Float32Array): void;
+}

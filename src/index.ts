@@ -1,0 +1,6 @@
+/** Switchyard: Mixture-of-Experts for TypeScript. The public API. */
+export * from './tensor/index.js';
+export * from './ops/index.js';
+export * from './backend/index.js';
+export * from './errors.js';
+export * from './random.js';

@@ -1,0 +1,173 @@
+/**
+ * Reverse-mode automatic differentiation on a tape (Wengert list), PyTorch-style:
+ * every differentiable op records a GradNode on its output; `backward()` walks the graph in
+ * reverse topological order, calling each node's rule once with the summed output gradient.
+ */
+import { AnomalyError, GradError } from '../errors.js';
+import type { Tensor } from './tensor.js';
+
+/** A backward rule: given dL/d(output), return dL/d(input_i) for each input (null where not needed). */
+export type BackwardRule = (gradOutput: Tensor) => ReadonlyArray<Tensor | null | undefined>;
+
+/** One recorded op application. */
+export interface GradNode {
+  readonly op: string;
+  readonly inputs: readonly Tensor[];
+  backward: BackwardRule | null;
+}
+
+let gradEnabled = true;
+let anomalyMode = false;
+
+/** Whether ops currently record onto the tape. */
+export function isGradEnabled(): boolean {
+  return gradEnabled;
+}
+
+/** Run fn without recording (like torch.no_grad): results do not require grad. */
+export function noGrad<T>(fn: () => T): T {
+  const prev = gradEnabled;
+  gradEnabled = false;
+  try {
+    return fn();
+  } finally {
+    gradEnabled = prev;
+  }
+}
+
+/** Run fn with recording on, even inside noGrad. */
+export function enableGrad<T>(fn: () => T): T {
+  const prev = gradEnabled;
+  gradEnabled = true;
+  try {
+    return fn();
+  } finally {
+    gradEnabled = prev;
+  }
+}
+
+/**
+ * Anomaly mode (opt-in, like torch.autograd.detect_anomaly): every op's output and every
+ * backward gradient is checked for NaN/Inf, and the first op that produced one is named in an
+ * AnomalyError. Costs one pass over each output.
+ */
+export function setAnomalyDetection(on: boolean): void {
+  anomalyMode = on;
+}
+
+export function isAnomalyDetectionEnabled(): boolean {
+  return anomalyMode;
+}
+
+function firstNonFinite(t: Tensor): number {
+  const d = t.data;
+  for (let i = 0; i < d.length; i++) if (!Number.isFinite(d[i])) return i;
+  return -1;
+}
+
+/** Anomaly check of a forward output (no-op unless anomaly mode is on). */
+export function checkAnomaly(op: string, out: Tensor, phase: 'forward' | 'backward' = 'forward'): void {
+  if (!anomalyMode || out.dtype !== 'float32') return;
+  const i = firstNonFinite(out);
+  if (i >= 0) {
+    throw new AnomalyError(op, out.data[i], `${phase} of op '${op}' produced a non-finite value at flat index ${i} (shape [${out.shape}])`);
+  }
+}
+
+/**
+ * Record `out = op(inputs)` on the tape with its backward rule. The rule is a required argument:
+ * an op without a gradient does not compile. Returns `out` for chaining.
+ */
+export function record(op: string, inputs: readonly Tensor[], out: Tensor, backward: BackwardRule): Tensor {
+  checkAnomaly(op, out);
+  if (!gradEnabled) return out;
+  let needs = false;
+  for (const t of inputs) if (t.requiresGrad) needs = true;
+  if (!needs) return out;
+  out.requiresGrad = true;
+  out.gradNode = { op, inputs, backward };
+  return out;
+}
+
+/** Reverse topological order of the graph below root (iterative: deep graphs must not overflow). */
+function reverseTopo(root: Tensor): Tensor[] {
+  const order: Tensor[] = [];
+  const visited = new Set<Tensor>();
+  const stack: Array<[Tensor, number]> = [[root, 0]];
+  visited.add(root);
+  while (stack.length > 0) {
+    const top = stack[stack.length - 1];
+    const [t, i] = top;
+    const inputs = t.gradNode?.inputs ?? [];
+    if (i < inputs.length) {
+      top[1] = i + 1;
+      const child = inputs[i];
+      if (child.requiresGrad && !visited.has(child)) {
+        visited.add(child);
+        stack.push([child, 0]);
+      }
+    } else {
+      stack.pop();
+      order.push(t);
+    }
+  }
+  return order.reverse();
+}
+
+/**
+ * Backpropagate from `root`. Leaves that require grad accumulate into `.grad`; intermediate
+ * gradients are freed, and so is the graph (a second backward through it is an error, as in PyTorch).
+ * `gradOutput` defaults to 1 for a scalar root.
+ */
+export function runBackward(root: Tensor, gradOutput: Tensor): void {
+  if (!root.requiresGrad) {
+    throw new GradError('backward', root.shape, 'backward() on a tensor that does not require grad (no input had requiresGrad: true, or it was computed under noGrad)');
+  }
+  const order = reverseTopo(root);
+  const grads = new Map<Tensor, Tensor>();
+  // Rules may return one tensor for several inputs (add returns g twice): only buffers the engine
+  // allocated itself are ever summed into in place.
+  const owned = new Set<Tensor>();
+  grads.set(root, gradOutput);
+  const prev = gradEnabled;
+  gradEnabled = false;
+  try {
+    for (const t of order) {
+      const g = grads.get(t);
+      if (!g) continue;
+      grads.delete(t);
+      const node = t.gradNode;
+      if (!node) {
+        // A leaf: accumulate.
+        if (t.grad) t.grad.addInPlace(g);
+        else t.grad = owned.has(g) ? g : g.clone();
+        continue;
+      }
+      if (!node.backward) {
+        throw new GradError('backward', node.op, `the graph through '${node.op}' was already freed by an earlier backward()`);
+      }
+      const inputGrads = node.backward(g);
+      node.backward = null; // free saved tensors
+      for (let i = 0; i < node.inputs.length; i++) {
+        const input = node.inputs[i];
+        const ig = inputGrads[i];
+        if (!input.requiresGrad || !ig) continue;
+        if (ig.size !== input.size) {
+          throw new GradError(`${node.op}.backward`, [ig.shape, input.shape], `gradient rule of '${node.op}' returned shape [${ig.shape}] for input ${i} of shape [${input.shape}]`);
+        }
+        checkAnomaly(node.op, ig, 'backward');
+        const shaped = ig.shape.length === input.shape.length ? ig : ig.reshape(input.shape);
+        const acc = grads.get(input);
+        if (!acc) grads.set(input, shaped);
+        else if (owned.has(acc)) acc.addInPlace(shaped);
+        else {
+          const sum = acc.clone().addInPlace(shaped);
+          owned.add(sum);
+          grads.set(input, sum);
+        }
+      }
+    }
+  } finally {
+    gradEnabled = prev;
+  }
+}
