@@ -4,3 +4,7 @@ export * from './reduce.js';
 export * from './softmax.js';
 export * from './shape.js';
 export * from './gather.js';
+export * from './norm.js';
+export * from './loss.js';
+export * from './dropout.js';
+export * from './attention.js';

@@ -146,6 +146,9 @@ export function runBackward(root: Tensor, gradOutput: Tensor): void {
       if (!node.backward) {
         throw new GradError('backward', node.op, `the graph through '${node.op}' was already freed by an earlier backward()`);
       }
+      // A rule may hand g itself back for several inputs (add): from here on g is shared, so the
+      // engine must no longer sum into it in place or adopt it as a leaf's .grad.
+      owned.delete(g);
       const inputGrads = node.backward(g);
       node.backward = null; // free saved tensors
       for (let i = 0; i < node.inputs.length; i++) {
