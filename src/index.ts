@@ -4,3 +4,4 @@ export * from './ops/index.js';
 export * from './backend/index.js';
 export * from './errors.js';
 export * from './random.js';
+export * from './moe/index.js';

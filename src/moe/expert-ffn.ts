@@ -1,0 +1,150 @@
+/**
+ * The experts' grouped feed-forward as one fused, differentiable op over contiguous per-expert
+ * row blocks: for expert e and its rows X_e,
+ *   gated:   Y_e = (act(X_e W1_eᵀ) ⊙ X_e W3_eᵀ) W2_eᵀ      (GLU experts, Shazeer 2020; Mixtral)
+ *   plain:   Y_e = act(X_e W1_eᵀ) W2_eᵀ
+ * Every product runs as one task list on the backend's grouped GEMM (one task per expert and
+ * matrix), so an expert with no tokens costs nothing and the cost does not grow with the
+ * number of experts, only with the rows routed.
+ */
+import type { Activation } from '../backend/interface.js';
+import { GEMM_ACCUMULATE, GEMM_TRANS_A, GEMM_TRANS_B } from '../backend/interface.js';
+import { ShapeError } from '../errors.js';
+import { be, requireFloat } from '../ops/util.js';
+import { record } from '../tensor/autodiff.js';
+import { Tensor } from '../tensor/tensor.js';
+
+/** Per-expert weights in PyTorch Linear layout: w1, w3 [dFF, dModel]; w2 [dModel, dFF]. */
+export interface ExpertBlockWeights {
+  w1: readonly Tensor[];
+  w2: readonly Tensor[];
+  /** Present iff the experts are gated. */
+  w3: readonly Tensor[] | null;
+}
+
+/** Incrementally built GEMM task list over a growing buffer table. */
+class GemmTasks {
+  readonly buffers: Float32Array[] = [];
+  private readonly index = new Map<Float32Array, number>();
+  private params: number[] = [];
+
+  private buf(b: Float32Array): number {
+    let i = this.index.get(b);
+    if (i === undefined) {
+      i = this.buffers.length;
+      this.buffers.push(b);
+      this.index.set(b, i);
+    }
+    return i;
+  }
+
+  /** C[cOff..] (+)= op(A[aOff..]) · op(B[bOff..]) with leading dims lda/ldb/ldc. */
+  add(
+    a: Float32Array, aOff: number, lda: number,
+    b: Float32Array, bOff: number, ldb: number,
+    c: Float32Array, cOff: number, ldc: number,
+    m: number, n: number, k: number, flags: number,
+  ): void {
+    this.params.push(this.buf(a), aOff, lda, this.buf(b), bOff, ldb, this.buf(c), cOff, ldc, m, n, k, flags);
+  }
+
+  run(): void {
+    if (this.params.length === 0) return;
+    be().gemm(this.buffers, Int32Array.from(this.params));
+    this.params = [];
+  }
+}
+
+/**
+ * Apply expert e's FFN to rows offsets[e] .. offsets[e+1]-1 of xs [N, dModel] → [N, dModel].
+ * Differentiable in xs and in every expert weight (experts with no rows get zero gradients).
+ */
+export function groupedExpertFFN(xs: Tensor, offsets: Int32Array, weights: ExpertBlockWeights, act: Activation): Tensor {
+  const E = weights.w1.length;
+  const x = requireFloat(xs, 'groupedExpertFFN.xs');
+  if (xs.rank !== 2) throw new ShapeError('groupedExpertFFN.xs', xs.shape, 'must be [rows, dModel]');
+  const [N, d] = xs.shape;
+  if (offsets.length !== E + 1 || offsets[0] !== 0 || offsets[E] !== N) {
+    throw new ShapeError('groupedExpertFFN.offsets', Array.from(offsets), `must be ${E + 1} prefix offsets from 0 to ${N}`);
+  }
+  const dFF = weights.w1[0]?.shape[0] ?? 0;
+  const gated = weights.w3 !== null;
+  for (let e = 0; e < E; e++) {
+    const check = (t: Tensor, shape: number[], name: string): void => {
+      if (t.shape.length !== 2 || t.shape[0] !== shape[0] || t.shape[1] !== shape[1]) {
+        throw new ShapeError(`experts.${e}.${name}.weight`, t.shape, `must be [${shape}]`);
+      }
+    };
+    check(weights.w1[e], [dFF, d], 'w1');
+    check(weights.w2[e], [d, dFF], 'w2');
+    if (weights.w3) check(weights.w3[e], [dFF, d], 'w3');
+  }
+  const h1 = new Float32Array(N * dFF);
+  const h3 = gated ? new Float32Array(N * dFF) : null;
+  const hidden = new Float32Array(N * dFF);
+  const y = new Float32Array(N * d);
+  const up = new GemmTasks();
+  for (let e = 0; e < E; e++) {
+    const r0 = offsets[e], m = offsets[e + 1] - r0;
+    if (m === 0) continue;
+    up.add(x, r0 * d, d, weights.w1[e].f32, 0, d, h1, r0 * dFF, dFF, m, dFF, d, GEMM_TRANS_B);
+    if (h3 && weights.w3) up.add(x, r0 * d, d, weights.w3[e].f32, 0, d, h3, r0 * dFF, dFF, m, dFF, d, GEMM_TRANS_B);
+  }
+  up.run();
+  if (h3) be().gatedAct(act, h1, h3, hidden);
+  else be().unary(act, h1, hidden);
+  const down = new GemmTasks();
+  for (let e = 0; e < E; e++) {
+    const r0 = offsets[e], m = offsets[e + 1] - r0;
+    if (m === 0) continue;
+    down.add(hidden, r0 * dFF, dFF, weights.w2[e].f32, 0, dFF, y, r0 * d, d, m, d, dFF, GEMM_TRANS_B);
+  }
+  down.run();
+
+  const w3 = weights.w3 ?? [];
+  const inputs = [xs, ...weights.w1, ...w3, ...weights.w2];
+  return record('groupedExpertFFN', inputs, new Tensor(y, [N, d]), (g) => {
+    const dy = g.f32;
+    const wantW = weights.w1.some((w) => w.requiresGrad) || weights.w2.some((w) => w.requiresGrad) || w3.some((w) => w.requiresGrad);
+    // 1) dHidden = dY_e · W2_e ; dW2_e = dY_eᵀ · Hidden_e
+    const dHidden = new Float32Array(N * dFF);
+    const dW2 = wantW ? weights.w2.map(() => new Float32Array(d * dFF)) : [];
+    const t1 = new GemmTasks();
+    for (let e = 0; e < E; e++) {
+      const r0 = offsets[e], m = offsets[e + 1] - r0;
+      if (m === 0) continue;
+      t1.add(dy, r0 * d, d, weights.w2[e].f32, 0, dFF, dHidden, r0 * dFF, dFF, m, dFF, d, 0);
+      if (wantW) t1.add(dy, r0 * d, d, hidden, r0 * dFF, dFF, dW2[e], 0, dFF, d, dFF, m, GEMM_TRANS_A);
+    }
+    t1.run();
+    // 2) through the activation
+    const dH1 = new Float32Array(N * dFF);
+    const dH3 = h3 ? new Float32Array(N * dFF) : null;
+    if (h3 && dH3) be().gatedActGrad(act, h1, h3, dHidden, dH1, dH3);
+    else be().unaryGrad(act, h1, hidden, dHidden, dH1);
+    // 3) dX = dH1_e · W1_e (+ dH3_e · W3_e); dW1_e = dH1_eᵀ · X_e; dW3_e = dH3_eᵀ · X_e
+    const dx = xs.requiresGrad ? new Float32Array(N * d) : null;
+    const dW1 = wantW ? weights.w1.map(() => new Float32Array(dFF * d)) : [];
+    const dW3 = wantW && weights.w3 ? weights.w3.map(() => new Float32Array(dFF * d)) : [];
+    const t2 = new GemmTasks();
+    const t3 = new GemmTasks();
+    for (let e = 0; e < E; e++) {
+      const r0 = offsets[e], m = offsets[e + 1] - r0;
+      if (m === 0) continue;
+      if (dx) t2.add(dH1, r0 * dFF, dFF, weights.w1[e].f32, 0, d, dx, r0 * d, d, m, d, dFF, 0);
+      if (wantW) t2.add(dH1, r0 * dFF, dFF, x, r0 * d, d, dW1[e], 0, d, dFF, d, m, GEMM_TRANS_A);
+      if (dH3 && weights.w3) {
+        if (dx) t3.add(dH3, r0 * dFF, dFF, weights.w3[e].f32, 0, d, dx, r0 * d, d, m, d, dFF, GEMM_ACCUMULATE);
+        if (wantW) t2.add(dH3, r0 * dFF, dFF, x, r0 * d, d, dW3[e], 0, d, dFF, d, m, GEMM_TRANS_A);
+      }
+    }
+    t2.run();
+    t3.run(); // accumulates into dx regions that t2 wrote: must run after it
+    const grads: (Tensor | null)[] = [dx ? new Tensor(dx, [N, d]) : null];
+    const wrap = (list: Float32Array[], src: readonly Tensor[]): (Tensor | null)[] =>
+      src.map((w, e) => (wantW && w.requiresGrad ? new Tensor(list[e], w.shape) : null));
+    grads.push(...wrap(dW1, weights.w1), ...wrap(dW3, w3), ...wrap(dW2, weights.w2));
+    return grads;
+  });
+}
+
