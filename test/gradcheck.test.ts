@@ -57,8 +57,8 @@ import {
   topK,
   transpose,
   unsqueeze,
-  type Activation,
 } from '../src/index.js';
+import type { Activation } from '../src/backend/interface.js';
 import { forEachBackend, gradCheck } from './helpers.js';
 
 type F = (...xs: Tensor[]) => Tensor;
