@@ -5,3 +5,5 @@ export * from './backend/index.js';
 export * from './errors.js';
 export * from './random.js';
 export * from './moe/index.js';
+export * from './nn/index.js';
+export * from './optim/index.js';

@@ -1,0 +1,3 @@
+/** Neural-network building blocks: the Module base class and basic layers. */
+export * from './module.js';
+export * from './layers.js';
