@@ -188,6 +188,8 @@ forEachBackend((backend, run) => {
         check(`logSoftmax axis=${axis}`, (a) => wsum(logSoftmax(a, axis)), [x]);
         for (const keep of [false, true]) check(`logsumexp axis=${axis} keepDims=${keep}`, (a) => wsum(logsumexp(a, axis, keep)), [x]);
       }
+      check('logsumexp of a scalar', (a) => logsumexp(a), [rn([], 82)]);
+      check('softmax of a scalar', (a) => wsum(softmax(a).add(a)), [rn([], 83)]);
     });
 
     describe('shape', () => {

@@ -656,6 +656,27 @@ forEachBackend((backend, run) => {
   });
 
   describe(`autodiff [${backend.name}]`, () => {
+    test('edge cases: pow 0 gradient, scalar logsumexp, dtype errors, exact grad shapes', () => {
+      const x = Tensor.from([0, 2], [2], { requiresGrad: true });
+      x.pow(0).sum().backward();
+      expect(x.grad!.toArray()).toEqual([0, 0]); // not NaN at 0 (torch)
+      const s = Tensor.scalar(3, { requiresGrad: true });
+      const l = logsumexp(s);
+      expect([...l.shape]).toEqual([]);
+      expect(l.item()).toBeCloseTo(3, 6);
+      l.backward();
+      expect(s.grad!.item()).toBeCloseTo(1, 6);
+      expectTypedError(() => transpose(Tensor.indices([1, 2, 3, 4], [2, 2])), DTypeError, 'transpose.x', 'int32');
+      expectTypedError(() => concat([Tensor.indices([1]), Tensor.from([1], [1])]), DTypeError, 'concat.tensors[1].dtype');
+      // A same-size gradient of another shape is given the leaf's exact shape.
+      const z = Tensor.from([1, 2, 3], [3, 1], { requiresGrad: true });
+      z.reshape([1, 3]).sum().backward();
+      expect([...z.grad!.shape]).toEqual([3, 1]);
+      const v = Tensor.from([1, 2], [2], { requiresGrad: true });
+      matmul(v, Tensor.ones([2, 3])).sum().backward();
+      expect([...v.grad!.shape]).toEqual([2]);
+    });
+
     test('backward on a non-scalar throws GradError', () => {
       const x = Tensor.randn([2, 3], { seed: 1, requiresGrad: true });
       const y = x.mul(2);

@@ -137,6 +137,8 @@ export function pow(x: Tensor, p: number): Tensor {
   const pt = Tensor.scalar(p);
   const { out, shape } = binaryForward('pow', x, pt);
   return record('pow', [x], new Tensor(out, shape), (g) => {
+    // x⁰ is constant: p·x⁻¹ would be 0·∞ = NaN at x = 0 (torch gives 0).
+    if (p === 0) return [Tensor.zeros(x.shape)];
     const d = binaryRaw('pow', x, Tensor.scalar(p - 1));
     return [binaryRaw('mul', g, scaleRaw(d, p))];
   });

@@ -1,5 +1,5 @@
 /** Shape ops: reshape, transpose/permute, slice, concat, stack, squeeze/unsqueeze, expand. */
-import { RangeValueError, ShapeError } from '../errors.js';
+import { DTypeError, RangeValueError, ShapeError } from '../errors.js';
 import { record } from '../tensor/autodiff.js';
 import { broadcastShapes, checkShape, normAxis, shapesEqual, sizeOf } from '../tensor/shape.js';
 import { Tensor } from '../tensor/tensor.js';
@@ -36,7 +36,7 @@ export function transpose(x: Tensor, perm?: readonly number[]): Tensor {
   }
   const outShape = p.map((a) => x.shape[a]);
   const out = x.dtype === 'int32' ? null : new Float32Array(x.size);
-  if (!out) throw new ShapeError('transpose.x', x.dtype, 'transpose of int32 tensors is not supported');
+  if (!out) throw new DTypeError('transpose.x', x.dtype, 'transpose of int32 tensors is not supported');
   be().permute(x.data as Float32Array, Int32Array.from(x.shape), Int32Array.from(p), out);
   const inv = new Array<number>(r);
   p.forEach((a, i) => (inv[a] = i));
@@ -76,7 +76,7 @@ export function concat(tensors: readonly Tensor[], axis = 0): Tensor {
     if (t.rank !== first.rank || t.shape.some((d, j) => j !== ax && d !== first.shape[j])) {
       throw new ShapeError(`concat.tensors[${i}].shape`, t.shape, `does not match [${first.shape}] outside axis ${ax}`);
     }
-    if (t.dtype !== first.dtype) throw new ShapeError(`concat.tensors[${i}].dtype`, t.dtype, `differs from ${first.dtype}`);
+    if (t.dtype !== first.dtype) throw new DTypeError(`concat.tensors[${i}].dtype`, t.dtype, `differs from ${first.dtype}`);
   });
   const outer = sizeOf(first.shape.slice(0, ax)), inner = sizeOf(first.shape.slice(ax + 1));
   const total = tensors.reduce((p, t) => p + t.shape[ax], 0);

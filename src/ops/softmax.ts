@@ -46,6 +46,8 @@ export const logSoftmax = (x: Tensor, axis = -1): Tensor => softmaxImpl(x, axis,
 /** log Σ_i exp(x_i) along `axis`, stable (max-shifted); gradient softmax(x)·g. */
 export function logsumexp(x: Tensor, axis = -1, keepDims = false): Tensor {
   requireFloat(x, 'logsumexp.x');
+  // A scalar is a one-element row (as softmax treats it, and torch.logsumexp(x, -1)).
+  if (x.rank === 0) return logsumexp(x.reshape([1]), axis, false).reshape([]);
   const ax = normAxis(axis, x.rank, 'logsumexp.axis');
   const perm = lastAxisPerm(x.rank, ax);
   if (perm) {

@@ -4,6 +4,7 @@
  * reverse topological order, calling each node's rule once with the summed output gradient.
  */
 import { AnomalyError, GradError } from '../errors.js';
+import { shapesEqual } from './shape.js';
 import type { Tensor } from './tensor.js';
 
 /** A backward rule: given dL/d(output), return dL/d(input_i) for each input (null where not needed). */
@@ -159,7 +160,8 @@ export function runBackward(root: Tensor, gradOutput: Tensor): void {
           throw new GradError(`${node.op}.backward`, [ig.shape, input.shape], `gradient rule of '${node.op}' returned shape [${ig.shape}] for input ${i} of shape [${input.shape}]`);
         }
         checkAnomaly(node.op, ig, 'backward');
-        const shaped = ig.shape.length === input.shape.length ? ig : ig.reshape(input.shape);
+        // Same size, possibly another shape ([1, K] for a 1-d input): give the input's exact shape.
+        const shaped = shapesEqual(ig.shape, input.shape) ? ig : ig.reshape(input.shape);
         const acc = grads.get(input);
         if (!acc) grads.set(input, shaped);
         else if (owned.has(acc)) acc.addInPlace(shaped);
