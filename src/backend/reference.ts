@@ -347,7 +347,13 @@ export class ReferenceBackend implements Backend {
     const dbAcc = db ? new Float64Array(cols) : null;
     for (let r = 0; r < rows; r++) {
       const base = r * cols;
-      const mu = mean[r], rs = rstd[r];
+      // Recompute the row mean in double: the saved fp32 mean is off by ~1 ulp of |mean|, which
+      // matters when |mean| ≫ std (xhat then loses digits). rstd is insensitive to that.
+      let mu = 0;
+      for (let c = 0; c < cols; c++) mu += x[base + c];
+      mu /= cols;
+      void mean;
+      const rs = rstd[r];
       let sg = 0, sgx = 0;
       for (let c = 0; c < cols; c++) {
         const g = dy[base + c] * (w ? w[c] : 1);

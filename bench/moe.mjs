@@ -1,0 +1,102 @@
+// MoE layer benchmark: Switchyard's MoELayer vs a PyTorch block written like Hugging Face's
+// MixtralSparseMoeBlock, side by side, alternating runs, medians. Not run in CI.
+import { execFileSync } from 'node:child_process';
+import { MoELayer, Tensor, getBackend, noGrad } from '../dist/index.js';
+import { PY, peerEnv } from './peer.mjs';
+
+const REPS = Number(process.env.BENCH_REPS ?? 7);
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
+
+function median(xs) {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)];
+}
+
+function timeIt(fn) {
+  fn();
+  const times = [];
+  for (let i = 0; i < REPS; i++) {
+    const t0 = process.hrtime.bigint();
+    fn();
+    times.push(Number(process.hrtime.bigint() - t0) / 1e9);
+  }
+  return median(times);
+}
+
+function ours(tokens, dModel, dFF, E, k) {
+  const layer = new MoELayer({ dModel, dFF, numExperts: E, expert: { activation: 'silu', gated: true }, router: { type: 'topk', k, normalize: true }, seed: 0 });
+  layer.eval();
+  const x = Tensor.randn([tokens, dModel], { seed: 1, requiresGrad: true });
+  const g = Tensor.randn([tokens, dModel], { seed: 2 });
+  const fwd = () => noGrad(() => layer.forward(x));
+  const fwdBwd = () => {
+    layer.zeroGrad();
+    x.grad = null;
+    layer.forward(x).output.backward(g);
+  };
+  return { forward_s: timeIt(fwd), forward_backward_s: timeIt(fwdBwd) };
+}
+
+// PyTorch's intra-op threads and OpenBLAS's own threads can fight on 2 cores: try each split.
+const PEER_SPLITS = [
+  { torch: 1, blas: 1 },
+  { torch: 1, blas: 2 },
+  { torch: 2, blas: 1 },
+  { torch: 2, blas: 2 },
+];
+
+function torchPeer(tokens, dModel, dFF, E, k, split) {
+  const threads = split.torch;
+  const env = peerEnv(split.torch, split.blas);
+  const out = execFileSync(PY, ['bench/moe_torch.py', ...[tokens, dModel, dFF, E, k, threads, REPS].map(String)], { env, encoding: 'utf8' });
+  return JSON.parse(out.trim().split('\n').pop());
+}
+
+export function benchMoE() {
+  const backend = getBackend();
+  console.log(`\n== MoE layer (issue 3): backend ${backend.name}, ${backend.threads} threads ==`);
+  const cases = [
+    { tokens: 2048, dModel: 256, dFF: 1024, E: 8, k: 2 },
+    { tokens: 2048, dModel: 256, dFF: 1024, E: 64, k: 2 },
+  ];
+  const results = [];
+  for (const c of cases) {
+    const runs = { ours: [], peers: PEER_SPLITS.map(() => []) };
+    for (let r = 0; r < ROUNDS; r++) {
+      // Alternate ours and the peer within each round so drift hits both.
+      PEER_SPLITS.forEach((split, i) => {
+        runs.peers[i].push(torchPeer(c.tokens, c.dModel, c.dFF, c.E, c.k, split));
+        if (i % 2 === 1) runs.ours.push(ours(c.tokens, c.dModel, c.dFF, c.E, c.k));
+      });
+    }
+    const med = (list, key) => median(list.map((v) => v[key]));
+    const peer = {};
+    for (const key of ['forward_s', 'forward_backward_s']) {
+      let best = 0;
+      PEER_SPLITS.forEach((_, i) => {
+        if (med(runs.peers[i], key) < med(runs.peers[best], key)) best = i;
+      });
+      peer[key] = med(runs.peers[best], key);
+      peer[`${key}_threads`] = `torch ${PEER_SPLITS[best].torch}t + openblas ${PEER_SPLITS[best].blas}t`;
+    }
+    const me = { forward_s: med(runs.ours, 'forward_s'), forward_backward_s: med(runs.ours, 'forward_backward_s') };
+    const row = { ...c, ours: me, torch: peer, peerName: runs.peers[0][0].peer };
+    results.push(row);
+    const tps = (s) => Math.round(c.tokens / s).toLocaleString('en-US');
+    console.log(`tokens=${c.tokens} dModel=${c.dModel} dFF=${c.dFF} experts=${c.E} top-${c.k} gated SiLU`);
+    for (const key of ['forward_s', 'forward_backward_s']) {
+      console.log(
+        `  ${key === 'forward_s' ? 'forward         ' : 'forward+backward'}  switchyard ${tps(me[key])} tok/s  ` +
+          `torch (${peer[`${key}_threads`]}) ${tps(peer[key])} tok/s  ratio ${(peer[key] / me[key]).toFixed(2)}x`,
+      );
+    }
+  }
+  const [e8, e64] = results;
+  console.log(
+    `  64 vs 8 experts, same k: switchyard fwd+bwd time x${(e64.ours.forward_backward_s / e8.ours.forward_backward_s).toFixed(2)}, ` +
+      `torch x${(e64.torch.forward_backward_s / e8.torch.forward_backward_s).toFixed(2)}`,
+  );
+  return results;
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) benchMoE();
