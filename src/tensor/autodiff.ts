@@ -126,10 +126,16 @@ export function runBackward(root: Tensor, gradOutput: Tensor): void {
   }
   const order = reverseTopo(root);
   const grads = new Map<Tensor, Tensor>();
-  // Rules may return one tensor for several inputs (add returns g twice): only buffers the engine
-  // allocated itself are ever summed into in place.
-  const owned = new Set<Tensor>();
+  // Rules may hand one buffer to several inputs (add returns g twice; reshape shares g's buffer).
+  // Count hand-outs per buffer: a gradient whose buffer went out exactly once is exclusively the
+  // engine's, so it may be summed into in place or adopted as a leaf's .grad without a copy.
+  const handouts = new Map<ArrayBufferLike, number>();
+  const handOut = (g: Tensor, n = 1): void => {
+    handouts.set(g.data.buffer, (handouts.get(g.data.buffer) ?? 0) + n);
+  };
+  const exclusive = (g: Tensor): boolean => handouts.get(g.data.buffer) === 1;
   grads.set(root, gradOutput);
+  handOut(gradOutput, 2); // the caller's tensor: never adopted or mutated
   const prev = gradEnabled;
   gradEnabled = false;
   try {
@@ -141,15 +147,12 @@ export function runBackward(root: Tensor, gradOutput: Tensor): void {
       if (!node) {
         // A leaf: accumulate.
         if (t.grad) t.grad.addInPlace(g);
-        else t.grad = owned.has(g) ? g : g.clone();
+        else t.grad = exclusive(g) ? g : g.clone();
         continue;
       }
       if (!node.backward) {
         throw new GradError('backward', node.op, `the graph through '${node.op}' was already freed by an earlier backward()`);
       }
-      // A rule may hand g itself back for several inputs (add): from here on g is shared, so the
-      // engine must no longer sum into it in place or adopt it as a leaf's .grad.
-      owned.delete(g);
       const inputGrads = node.backward(g);
       node.backward = null; // free saved tensors
       for (let i = 0; i < node.inputs.length; i++) {
@@ -162,12 +165,13 @@ export function runBackward(root: Tensor, gradOutput: Tensor): void {
         checkAnomaly(node.op, ig, 'backward');
         // Same size, possibly another shape ([1, K] for a 1-d input): give the input's exact shape.
         const shaped = shapesEqual(ig.shape, input.shape) ? ig : ig.reshape(input.shape);
+        handOut(shaped);
         const acc = grads.get(input);
         if (!acc) grads.set(input, shaped);
-        else if (owned.has(acc)) acc.addInPlace(shaped);
+        else if (exclusive(acc)) acc.addInPlace(shaped);
         else {
           const sum = acc.clone().addInPlace(shaped);
-          owned.add(sum);
+          handOut(sum);
           grads.set(input, sum);
         }
       }
