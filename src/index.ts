@@ -7,3 +7,4 @@ export * from './random.js';
 export * from './moe/index.js';
 export * from './nn/index.js';
 export * from './optim/index.js';
+export * from './io/index.js';

@@ -3,7 +3,7 @@
  * hyperparameters; per-parameter state (moments, step counts) is created lazily on the first
  * update and checkpoints as a plain object of Float32Arrays and numbers keyed by parameter index.
  */
-import { DTypeError, ShapeError, ValueError, describe } from '../errors.js';
+import { DTypeError, ShapeError, ValueError } from '../errors.js';
 import { noGrad } from '../tensor/autodiff.js';
 import { Tensor } from '../tensor/tensor.js';
 
@@ -106,7 +106,7 @@ export abstract class Optimizer<H extends GroupHyperparams, S extends ParamState
     const params = [...spec.params];
     const seen = new Set<Tensor>(this.paramGroups.flatMap((g) => g.params));
     params.forEach((p, i) => {
-      if (!isTensor(p)) throw new ValueError(`${prefix}params[${i}]`, describe(p), 'must be a Tensor');
+      if (!isTensor(p)) throw new ValueError(`${prefix}params[${i}]`, brief(p), 'must be a Tensor');
       if (p.dtype !== 'float32') throw new DTypeError(`${prefix}params[${i}]`, p.dtype, 'parameters must be float32');
       if (seen.has(p)) throw new ValueError(`${prefix}params[${i}]`, p.shape, 'parameter appears in more than one place (each parameter may be optimised once)');
       seen.add(p);
@@ -189,7 +189,7 @@ export abstract class Optimizer<H extends GroupHyperparams, S extends ParamState
   loadStateDict(dict: OptimizerStateDict): void {
     const field = `${this.name}.loadStateDict`;
     if (dict === null || typeof dict !== 'object' || !Array.isArray(dict.paramGroups) || dict.state === null || typeof dict.state !== 'object') {
-      throw new ValueError(field, describe(dict), 'expected { state, paramGroups } as produced by stateDict()');
+      throw new ValueError(field, brief(dict), 'expected { state, paramGroups } as produced by stateDict()');
     }
     if (dict.paramGroups.length !== this.paramGroups.length) {
       throw new ValueError(`${field}.paramGroups.length`, dict.paramGroups.length, `this optimizer has ${this.paramGroups.length} param groups`);
@@ -207,7 +207,7 @@ export abstract class Optimizer<H extends GroupHyperparams, S extends ParamState
       for (const [k, v] of Object.entries(saved)) {
         // Hyperparameters this optimizer does not know are ignored (forward compatibility).
         if (k === 'params' || (!(k in group) && k !== 'initialLr')) continue;
-        if (!isHyperValue(v)) throw new ValueError(`${field}.paramGroups[${gi}].${k}`, describe(v), 'must be a number, boolean or number[]');
+        if (!isHyperValue(v)) throw new ValueError(`${field}.paramGroups[${gi}].${k}`, brief(v), 'must be a number, boolean or number[]');
         merged[k] = Array.isArray(v) ? [...v] : v;
       }
       const next = merged as unknown as ParamGroup<H>;
@@ -226,7 +226,7 @@ export abstract class Optimizer<H extends GroupHyperparams, S extends ParamState
       const i = Number(key);
       const entry = byIndex.get(i);
       if (!Number.isInteger(i) || !entry) throw new ValueError(`${field}.state`, key, `no parameter with index ${key}`);
-      if (s === null || typeof s !== 'object') throw new ValueError(`${field}.state[${key}]`, describe(s), 'must be an object');
+      if (s === null || typeof s !== 'object') throw new ValueError(`${field}.state[${key}]`, brief(s), 'must be an object');
       newState.set(entry.p, this.checkState(copyState(s), entry.p.size, entry.group, `${field}.state[${key}]`));
     }
     // Everything validated: commit.
@@ -245,7 +245,7 @@ function copyState(s: ParamState): ParamState {
 /** Validate a Float32Array state entry of `size` elements. */
 export function stateArray(s: ParamState, key: string, size: number, field: string): Float32Array {
   const v = s[key];
-  if (!(v instanceof Float32Array)) throw new ValueError(`${field}.${key}`, describe(v), 'must be a Float32Array');
+  if (!(v instanceof Float32Array)) throw new ValueError(`${field}.${key}`, brief(v), 'must be a Float32Array');
   if (v.length !== size) throw new ShapeError(`${field}.${key}`, v.length, `must have ${size} elements (the parameter's size)`);
   return v;
 }
@@ -253,7 +253,7 @@ export function stateArray(s: ParamState, key: string, size: number, field: stri
 /** Validate a non-negative integer state entry (a step count). */
 export function stateCount(s: ParamState, key: string, field: string): number {
   const v = s[key];
-  if (typeof v !== 'number' || !Number.isInteger(v) || v < 0) throw new ValueError(`${field}.${key}`, describe(v), 'must be a non-negative integer');
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 0) throw new ValueError(`${field}.${key}`, brief(v), 'must be a non-negative integer');
   return v;
 }
 
@@ -268,4 +268,12 @@ export function definedOnly<T extends object>(o: T | undefined): Partial<T> {
 /** A shallow copy of an object as a string-keyed record (to merge hyperparameters by name). */
 function shallowRecord(o: object): Record<string, unknown> {
   return { ...o };
+}
+
+/** A value for an error message: primitives and short arrays as they are, larger values summarised. */
+function brief(v: unknown): unknown {
+  if (Array.isArray(v)) return v.length <= 8 ? v : `array of ${v.length}`;
+  if (ArrayBuffer.isView(v)) return v;
+  if (typeof v === 'object' && v !== null) return `object with keys ${JSON.stringify(Object.keys(v).slice(0, 8))}`;
+  return v;
 }
