@@ -76,6 +76,13 @@ describe('MoE config errors', () => {
     expectConfigError((c) => ((c.expert as Loose).gated = 'yes'), 'expert.gated', 'yes');
   });
 
+  it('losses that do not apply to the router are rejected, not silently ignored', () => {
+    expectConfigError((c) => ((c.router = { type: 'expert-choice' }), (c.losses = { importance: 0.1 })), 'losses.importance', 0.1);
+    expectConfigError((c) => (c.losses = { load: 0.1 }), 'losses.load', 0.1); // load needs gaussian noise
+    expect(errorOf((c) => ((c.router = { type: 'soft', slotsPerExpert: 1 }), (c.losses = { balance: 0.1 })))).toBeInstanceOf(ConfigError);
+    expectConfigError((c) => (c.losses = { zLoss: -1 }), 'losses.zLoss', -1);
+  });
+
   it('bad drop policy, capacity scope and noise', () => {
     expectConfigError((c) => ((c.router as Loose).dropPolicy = 'random'), 'router.dropPolicy', 'random');
     expectConfigError((c) => ((c.router as Loose).capacityScope = 'token'), 'router.capacityScope', 'token');

@@ -220,7 +220,7 @@ forEachBackend((backend, run) => {
       );
     });
 
-    it('capacity: no expert receives more than C assignments; drops only at full experts; kept + dropped = tokens·k', () => {
+    it('capacity: no expert receives more than C assignments; drops only at full experts; kept + dropped = tokens·k; drop/imbalance stats', () => {
       fc.assert(
         fc.property(
           shapeArb.chain((s) =>
@@ -247,7 +247,11 @@ forEachBackend((backend, run) => {
               const counts = countsPerScope(plan, scopeTokens, T / scopeTokens);
               for (const perExpert of counts) for (const n of perExpert) expect(n).toBeLessThanOrEqual(C);
               for (const n of out.stats.tokensPerExpert) expect(n).toBeLessThanOrEqual(C * (T / scopeTokens));
-              expect(out.stats.tokensPerExpert.reduce((a, b) => a + b, 0) + out.stats.droppedAssignments).toBe(T * k);
+              const tpe = out.stats.tokensPerExpert;
+              const keptTotal = tpe.reduce((a, b) => a + b, 0);
+              expect(keptTotal + out.stats.droppedAssignments).toBe(T * k);
+              expect(out.stats.dropFraction).toBeCloseTo(out.stats.droppedAssignments / (T * k), 12);
+              expect(out.stats.loadImbalance).toBeCloseTo(Math.max(...tpe) / (keptTotal / s.E), 12);
               // work conserving: a dropped assignment's expert is full in its scope
               const kept = new Set<number>();
               for (let r = 0; r < plan.weightIndex.length; r++) kept.add(plan.weightIndex[r]);

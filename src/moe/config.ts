@@ -191,6 +191,10 @@ export function resolveMoEConfig(config: MoEConfig): ResolvedMoEConfig {
   if (router.type === 'soft' && (losses.balance || losses.importance || losses.load)) {
     throw new ConfigError('losses', l, 'Soft MoE does not drop or pick experts: only zLoss applies');
   }
+  if (router.type === 'expert-choice' && losses.importance) {
+    // The layer has no importance term for expert choice: reject rather than silently ignore the coefficient.
+    throw new ConfigError('losses.importance', l.importance, "applies to router.type 'topk' only (expert choice balances by construction)");
+  }
   if (losses.load && !(router.type === 'topk' && router.noise?.type === 'gaussian')) {
     throw new ConfigError('losses.load', l.load, "the smooth load estimator needs router.noise { type: 'gaussian' }");
   }
