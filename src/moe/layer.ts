@@ -3,6 +3,7 @@
  * config → router (logits, scores, choices) → dispatch plan (per-expert token blocks, capacity)
  * → experts (one grouped GEMM pass) → combine (weighted scatter-add) (+ shared experts).
  */
+import type { Activation } from '../backend/interface.js';
 import { ShapeError } from '../errors.js';
 import { Linear } from '../nn/layers.js';
 import { Module } from '../nn/module.js';
@@ -64,6 +65,15 @@ export class ExpertFFN extends Module {
     this.w1 = this.registerModule('w1', new Linear(dModel, dFF, { bias: false, generator }));
     this.w2 = this.registerModule('w2', new Linear(dFF, dModel, { bias: false, generator }));
     this.w3 = gated ? this.registerModule('w3', new Linear(dModel, dFF, { bias: false, generator })) : null;
+  }
+
+  /** Dense use (a transformer's feed-forward, a shared expert): x [..., dModel] → [..., dModel]. */
+  forward(x: Tensor, activation: Activation): Tensor {
+    const d = x.shape[x.rank - 1];
+    const flat = x.rank === 2 ? x : reshape(x, [x.size / d, d]);
+    const weights: ExpertBlockWeights = { w1: [this.w1.weight], w2: [this.w2.weight], w3: this.w3 ? [this.w3.weight] : null };
+    const y = groupedExpertFFN(flat, Int32Array.of(0, flat.shape[0]), weights, activation);
+    return x.rank === 2 ? y : reshape(y, x.shape);
   }
 }
 
@@ -161,12 +171,7 @@ export class MoELayer extends Module {
     const res = c.router.type === 'soft' ? this.forwardSoft(xf, T, seqLen) : this.forwardRouted(xf, T, seqLen);
     let out = res.output;
     if (this.sharedExperts) {
-      const w = this.expertWeights(this.sharedExperts.items);
-      const offsets = Int32Array.of(0, T);
-      for (let i = 0; i < this.sharedExperts.items.length; i++) {
-        const one: ExpertBlockWeights = { w1: [w.w1[i]], w2: [w.w2[i]], w3: w.w3 ? [w.w3[i]] : null };
-        out = add(out, groupedExpertFFN(xf, offsets, one, c.expert.activation));
-      }
+      for (const shared of this.sharedExperts.items) out = add(out, shared.forward(xf, c.expert.activation));
     }
     res.output = x.rank === 3 ? reshape(out, x.shape) : out;
     return res;

@@ -8,3 +8,4 @@ export * from './norm.js';
 export * from './loss.js';
 export * from './dropout.js';
 export * from './attention.js';
+export * from './rope.js';
