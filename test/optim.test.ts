@@ -163,6 +163,9 @@ describe('optimizer behaviour', () => {
     const opt = new AdamW([Tensor.zeros([1])]);
     const g = opt.paramGroups[0];
     expect([g.lr, g.betas, g.eps, g.weightDecay, g.amsgrad]).toEqual([1e-3, [0.9, 0.999], 1e-8, 1e-2, false]);
+    // Groups own their betas: changing one touches neither other groups nor later optimizers.
+    g.betas[0] = 0.5;
+    expect(new AdamW([Tensor.zeros([1])]).paramGroups[0].betas).toEqual([0.9, 0.999]);
   });
 
   it('first AdamW step moves each weight by lr·sign(g) after decoupled decay', () => {

@@ -265,9 +265,11 @@ export function definedOnly<T extends object>(o: T | undefined): Partial<T> {
   return out;
 }
 
-/** A shallow copy of an object as a string-keyed record (to merge hyperparameters by name). */
+/** A copy of an object as a string-keyed record (to merge hyperparameters by name); arrays such as betas are copied too, so groups never share them. */
 function shallowRecord(o: object): Record<string, unknown> {
-  return { ...o };
+  const out: Record<string, unknown> = { ...o };
+  for (const [k, v] of Object.entries(out)) if (Array.isArray(v) && k !== 'params') out[k] = [...v];
+  return out;
 }
 
 /** A value for an error message: primitives and short arrays as they are, larger values summarised. */
