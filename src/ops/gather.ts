@@ -60,8 +60,11 @@ export function scatterAddRows(src: Tensor, idx: IndexLike, numRows: number, wei
       be().rowDot(gathered, sd, n, cols, d);
       dw = new Tensor(d, weights.shape);
     }
-    if (wd) for (let i = 0; i < n; i++) for (let c = 0; c < cols; c++) gathered[i * cols + c] *= wd[i];
-    return [new Tensor(gathered, src.shape), dw];
+    if (!wd) return [new Tensor(gathered, src.shape), dw];
+    // dsrc[i, :] = w[i] · dOut[idx[i], :]: a row-broadcast multiply on the backend.
+    const dsrc = new Float32Array(n * cols);
+    be().binary('mul', gathered, Int32Array.of(cols, 1), wd, Int32Array.of(1, 0), dsrc, Int32Array.of(n, cols));
+    return [new Tensor(dsrc, src.shape), dw];
   });
 }
 
