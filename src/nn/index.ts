@@ -2,3 +2,4 @@
 export * from './module.js';
 export * from './layers.js';
 export * from './transformer.js';
+export * from './vit.js';
