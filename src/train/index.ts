@@ -1,1 +1,4 @@
 export * from './metrics.js';
+export * from './presets.js';
+export * from './trainer.js';
+export * from './checkpoint.js';
