@@ -8,3 +8,5 @@ export * from './moe/index.js';
 export * from './nn/index.js';
 export * from './optim/index.js';
 export * from './io/index.js';
+export * from './train/index.js';
+export * from './data/index.js';
