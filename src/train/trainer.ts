@@ -302,7 +302,7 @@ export class Trainer<M extends TrainableModel = TrainableModel> {
    * Train `steps` more steps (default: up to totalSteps), evaluating every evalEvery and
    * checkpointing every checkpointEvery steps. Returns this run's step metrics.
    */
-  async run(steps = this.options.totalSteps - this.stepCount): Promise<StepMetrics[]> {
+  async run(steps = Math.max(0, this.options.totalSteps - this.stepCount)): Promise<StepMetrics[]> {
     checkPosInt('run.steps', steps);
     const out: StepMetrics[] = [];
     for (let i = 0; i < steps; i++) {
