@@ -1,0 +1,903 @@
+/*
+ * N-API bindings for the Switchyard native backend (plain C, node_api.h).
+ *
+ * Every entry point validates its arguments before touching memory: a wrong buffer type throws a
+ * TypeError and a buffer that is too short (or a gemm task that reaches outside its buffers) throws
+ * a RangeError naming the argument, instead of crashing the process.
+ */
+#define NAPI_VERSION 8
+#include <node_api.h>
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <pthread.h>
+
+#include "sy.h"
+
+#define MAX_ARGS 12
+
+typedef struct {
+  napi_env env;
+  const char *fn;
+  size_t argc;
+  napi_value argv[MAX_ARGS];
+  int failed;
+} call_t;
+
+static void throw_range(call_t *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void throw_type(call_t *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+#include <stdarg.h>
+static void throw_range(call_t *c, const char *fmt, ...) {
+  if (c->failed) return;
+  char msg[512];
+  int off = snprintf(msg, sizeof msg, "%s: ", c->fn);
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg + off, sizeof msg - (size_t)off, fmt, ap);
+  va_end(ap);
+  napi_throw_range_error(c->env, "ERR_SWITCHYARD_RANGE", msg);
+  c->failed = 1;
+}
+static void throw_type(call_t *c, const char *fmt, ...) {
+  if (c->failed) return;
+  char msg[512];
+  int off = snprintf(msg, sizeof msg, "%s: ", c->fn);
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg + off, sizeof msg - (size_t)off, fmt, ap);
+  va_end(ap);
+  napi_throw_type_error(c->env, "ERR_SWITCHYARD_TYPE", msg);
+  c->failed = 1;
+}
+
+static int begin(call_t *c, napi_env env, napi_callback_info info, const char *fn, size_t want) {
+  c->env = env;
+  c->fn = fn;
+  c->failed = 0;
+  c->argc = MAX_ARGS;
+  if (napi_get_cb_info(env, info, &c->argc, c->argv, NULL, NULL) != napi_ok) {
+    throw_type(c, "could not read arguments");
+    return 0;
+  }
+  if (c->argc < want) {
+    throw_type(c, "expected %zu arguments, got %zu", want, c->argc);
+    return 0;
+  }
+  return 1;
+}
+
+static int is_nullish(call_t *c, napi_value v) {
+  napi_valuetype t;
+  if (napi_typeof(c->env, v, &t) != napi_ok) return 0;
+  return t == napi_null || t == napi_undefined;
+}
+
+/* Float32Array argument (nullable: null/undefined gives NULL, len 0). */
+static int arg_f32(call_t *c, int i, const char *name, int nullable, float **data, int64_t *len) {
+  *data = NULL;
+  *len = 0;
+  if (c->failed) return 0;
+  napi_value v = c->argv[i];
+  if (nullable && is_nullish(c, v)) return 1;
+  bool is_ta = false;
+  napi_is_typedarray(c->env, v, &is_ta);
+  if (!is_ta) {
+    throw_type(c, "%s must be a Float32Array%s", name, nullable ? " or null" : "");
+    return 0;
+  }
+  napi_typedarray_type type;
+  size_t length;
+  void *ptr;
+  napi_get_typedarray_info(c->env, v, &type, &length, &ptr, NULL, NULL);
+  if (type != napi_float32_array) {
+    throw_type(c, "%s must be a Float32Array", name);
+    return 0;
+  }
+  *data = (float *)ptr;
+  *len = (int64_t)length;
+  return 1;
+}
+
+static int arg_i32(call_t *c, int i, const char *name, int32_t **data, int64_t *len) {
+  *data = NULL;
+  *len = 0;
+  if (c->failed) return 0;
+  napi_value v = c->argv[i];
+  bool is_ta = false;
+  napi_is_typedarray(c->env, v, &is_ta);
+  napi_typedarray_type type = napi_float32_array;
+  size_t length = 0;
+  void *ptr = NULL;
+  if (is_ta) napi_get_typedarray_info(c->env, v, &type, &length, &ptr, NULL, NULL);
+  if (!is_ta || type != napi_int32_array) {
+    throw_type(c, "%s must be an Int32Array", name);
+    return 0;
+  }
+  *data = (int32_t *)ptr;
+  *len = (int64_t)length;
+  return 1;
+}
+
+/* Non-negative integer (< 2^53). */
+static int arg_count(call_t *c, int i, const char *name, int64_t *out) {
+  *out = 0;
+  if (c->failed) return 0;
+  double d;
+  if (napi_get_value_double(c->env, c->argv[i], &d) != napi_ok) {
+    throw_type(c, "%s must be a number", name);
+    return 0;
+  }
+  if (!(d >= 0) || d != floor(d) || d > 9007199254740991.0) {
+    throw_range(c, "%s must be a non-negative integer (got %g)", name, d);
+    return 0;
+  }
+  *out = (int64_t)d;
+  return 1;
+}
+
+static int arg_num(call_t *c, int i, const char *name, double *out) {
+  *out = 0;
+  if (c->failed) return 0;
+  if (napi_get_value_double(c->env, c->argv[i], out) != napi_ok) {
+    throw_type(c, "%s must be a number", name);
+    return 0;
+  }
+  return 1;
+}
+
+static int arg_bool(call_t *c, int i, const char *name, int *out) {
+  *out = 0;
+  if (c->failed) return 0;
+  bool b;
+  if (napi_get_value_bool(c->env, c->argv[i], &b) != napi_ok) {
+    /* accept numbers too */
+    double d;
+    if (napi_get_value_double(c->env, c->argv[i], &d) != napi_ok) {
+      throw_type(c, "%s must be a boolean", name);
+      return 0;
+    }
+    *out = d != 0;
+    return 1;
+  }
+  *out = b;
+  return 1;
+}
+
+static int arg_op(call_t *c, int i, const char *name, int count, int *out) {
+  *out = 0;
+  if (c->failed) return 0;
+  int32_t v;
+  if (napi_get_value_int32(c->env, c->argv[i], &v) != napi_ok || v < 0 || v >= count) {
+    throw_range(c, "%s: unknown op code", name);
+    return 0;
+  }
+  *out = v;
+  return 1;
+}
+
+/* len >= need, else RangeError naming the argument. */
+static int need(call_t *c, const char *name, int64_t len, int64_t want) {
+  if (c->failed) return 0;
+  if (len < want) {
+    throw_range(c, "%s has %lld elements, needs at least %lld", name, (long long)len, (long long)want);
+    return 0;
+  }
+  return 1;
+}
+
+/* a*b with overflow check against 2^62 */
+static int mul_ok(call_t *c, int64_t a, int64_t b, int64_t *out) {
+  *out = 0;
+  if (c->failed) return 0;
+  if (a != 0 && b > ((int64_t)1 << 62) / a) {
+    throw_range(c, "size %lld x %lld is too large", (long long)a, (long long)b);
+    return 0;
+  }
+  *out = a * b;
+  return 1;
+}
+
+static napi_value undef(napi_env env) {
+  napi_value u;
+  napi_get_undefined(env, &u);
+  return u;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* gemm                                                                                      */
+/* ---------------------------------------------------------------------------------------- */
+
+#define GEMM_PARAMS 13
+
+static napi_value js_gemm(napi_env env, napi_callback_info info) {
+  call_t c;
+  if (!begin(&c, env, info, "gemm", 2)) return NULL;
+  bool is_arr = false;
+  napi_is_array(env, c.argv[0], &is_arr);
+  if (!is_arr) {
+    throw_type(&c, "buffers must be an array of Float32Array");
+    return NULL;
+  }
+  uint32_t nbuf = 0;
+  napi_get_array_length(env, c.argv[0], &nbuf);
+  int32_t *params;
+  int64_t plen;
+  if (!arg_i32(&c, 1, "params", &params, &plen)) return NULL;
+  if (plen % GEMM_PARAMS != 0) {
+    throw_range(&c, "params.length=%lld is not a multiple of %d", (long long)plen, GEMM_PARAMS);
+    return NULL;
+  }
+  int64_t ntasks = plen / GEMM_PARAMS;
+  if (ntasks == 0) return undef(env);
+  if (ntasks > (1 << 24)) {
+    throw_range(&c, "too many tasks (%lld)", (long long)ntasks);
+    return NULL;
+  }
+
+  float *buf_stack[64];
+  int64_t len_stack[64];
+  signed char ok_stack[64];
+  float **bufs = buf_stack;
+  int64_t *lens = len_stack;
+  signed char *okf = ok_stack;
+  sy_gemm_task task_stack[64];
+  sy_gemm_task *tasks = task_stack;
+  if (nbuf > 64) {
+    bufs = (float **)malloc(sizeof(float *) * nbuf);
+    lens = (int64_t *)malloc(sizeof(int64_t) * nbuf);
+    okf = (signed char *)malloc(nbuf);
+  }
+  if (ntasks > 64) tasks = (sy_gemm_task *)malloc(sizeof(sy_gemm_task) * (size_t)ntasks);
+  if (!bufs || !lens || !okf || !tasks) {
+    throw_range(&c, "out of memory");
+    goto done;
+  }
+  for (uint32_t i = 0; i < nbuf; i++) {
+    napi_value v;
+    napi_get_element(env, c.argv[0], i, &v);
+    bool is_ta = false;
+    napi_is_typedarray(env, v, &is_ta);
+    okf[i] = 0;
+    bufs[i] = NULL;
+    lens[i] = 0;
+    if (is_ta) {
+      napi_typedarray_type type;
+      size_t length;
+      void *ptr;
+      napi_get_typedarray_info(env, v, &type, &length, &ptr, NULL, NULL);
+      if (type == napi_float32_array) {
+        okf[i] = 1;
+        bufs[i] = (float *)ptr;
+        lens[i] = (int64_t)length;
+      }
+    }
+  }
+  for (int64_t t = 0; t < ntasks; t++) {
+    const int32_t *p = params + t * GEMM_PARAMS;
+    int32_t ab = p[0], ao = p[1], lda = p[2], bb = p[3], bo = p[4], ldb = p[5], cb = p[6], co = p[7], ldc = p[8];
+    int32_t m = p[9], n = p[10], k = p[11], flags = p[12];
+    const char *which[3] = {"aBuf", "bBuf", "cBuf"};
+    int32_t bi[3] = {ab, bb, cb};
+    for (int q = 0; q < 3; q++) {
+      if (bi[q] < 0 || (uint32_t)bi[q] >= nbuf) {
+        throw_range(&c, "task %lld: %s=%d names a missing buffer (%u buffers)", (long long)t, which[q], bi[q], nbuf);
+        goto done;
+      }
+      if (!okf[bi[q]]) {
+        throw_type(&c, "task %lld: buffers[%d] (%s) is not a Float32Array", (long long)t, bi[q], which[q]);
+        goto done;
+      }
+    }
+    if (m < 0 || n < 0 || k < 0) {
+      throw_range(&c, "task %lld: negative size (m=%d, n=%d, k=%d)", (long long)t, m, n, k);
+      goto done;
+    }
+    if (ao < 0 || bo < 0 || co < 0 || lda < 0 || ldb < 0 || ldc < 0) {
+      throw_range(&c, "task %lld: negative offset or leading dimension", (long long)t);
+      goto done;
+    }
+    int ta = (flags & 1) != 0, tb = (flags & 2) != 0, acc = (flags & 4) != 0;
+    if (m > 0 && n > 0) {
+      if (m > 1 && ldc < n) {
+        throw_range(&c, "task %lld: ldc=%d < n=%d would make C rows overlap", (long long)t, ldc, n);
+        goto done;
+      }
+      int64_t cend = (int64_t)co + (int64_t)(m - 1) * ldc + n;
+      if (cend > lens[cb]) {
+        throw_range(&c, "task %lld: C (buffers[%d]) needs %lld elements (cOff=%d, ldc=%d, m=%d, n=%d), has %lld",
+                    (long long)t, cb, (long long)cend, co, ldc, m, n, (long long)lens[cb]);
+        goto done;
+      }
+      if (k > 0) {
+        int64_t aend = ta ? (int64_t)ao + (int64_t)(k - 1) * lda + m : (int64_t)ao + (int64_t)(m - 1) * lda + k;
+        if (aend > lens[ab]) {
+          throw_range(&c, "task %lld: A (buffers[%d]) needs %lld elements (aOff=%d, lda=%d, %s), has %lld",
+                      (long long)t, ab, (long long)aend, ao, lda, ta ? "transposed" : "row-major",
+                      (long long)lens[ab]);
+          goto done;
+        }
+        int64_t bend = tb ? (int64_t)bo + (int64_t)(n - 1) * ldb + k : (int64_t)bo + (int64_t)(k - 1) * ldb + n;
+        if (bend > lens[bb]) {
+          throw_range(&c, "task %lld: B (buffers[%d]) needs %lld elements (bOff=%d, ldb=%d, %s), has %lld",
+                      (long long)t, bb, (long long)bend, bo, ldb, tb ? "transposed" : "row-major",
+                      (long long)lens[bb]);
+          goto done;
+        }
+      }
+    }
+    sy_gemm_task *T = &tasks[t];
+    T->a = bufs[ab] + ao;
+    T->b = bufs[bb] + bo;
+    T->c = bufs[cb] + co;
+    T->lda = lda;
+    T->ldb = ldb;
+    T->ldc = ldc;
+    T->m = m;
+    T->n = n;
+    T->k = k;
+    T->trans_a = ta;
+    T->trans_b = tb;
+    T->accumulate = acc;
+  }
+  sy_gemm_run(tasks, (int)ntasks);
+done:
+  if (bufs != buf_stack) free(bufs);
+  if (lens != len_stack) free(lens);
+  if (okf != ok_stack) free(okf);
+  if (tasks != task_stack) free(tasks);
+  return c.failed ? NULL : undef(env);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* element-wise                                                                              */
+/* ---------------------------------------------------------------------------------------- */
+
+static napi_value js_unary(napi_env env, napi_callback_info info) {
+  call_t c;
+  int op;
+  float *x, *out;
+  int64_t nx, no;
+  if (!begin(&c, env, info, "unary", 3)) return NULL;
+  arg_op(&c, 0, "op", SY_UNARY_COUNT, &op);
+  arg_f32(&c, 1, "x", 0, &x, &nx);
+  arg_f32(&c, 2, "out", 0, &out, &no);
+  need(&c, "out", no, nx);
+  if (c.failed) return NULL;
+  sy_op_unary(op, x, out, nx);
+  return undef(env);
+}
+
+static napi_value js_unary_grad(napi_env env, napi_callback_info info) {
+  call_t c;
+  int op;
+  float *x, *y, *dy, *dx;
+  int64_t nx, ny, ndy, ndx;
+  if (!begin(&c, env, info, "unaryGrad", 5)) return NULL;
+  arg_op(&c, 0, "op", SY_UNARY_COUNT, &op);
+  arg_f32(&c, 1, "x", 0, &x, &nx);
+  arg_f32(&c, 2, "y", 0, &y, &ny);
+  arg_f32(&c, 3, "dy", 0, &dy, &ndy);
+  arg_f32(&c, 4, "dx", 0, &dx, &ndx);
+  need(&c, "y", ny, nx);
+  need(&c, "dy", ndy, nx);
+  need(&c, "dx", ndx, nx);
+  if (c.failed) return NULL;
+  sy_op_unary_grad(op, x, y, dy, dx, nx);
+  return undef(env);
+}
+
+static napi_value js_gated(napi_env env, napi_callback_info info) {
+  call_t c;
+  int op;
+  float *a, *b, *out;
+  int64_t na, nb, no;
+  if (!begin(&c, env, info, "gatedAct", 4)) return NULL;
+  arg_op(&c, 0, "act", SY_UNARY_COUNT, &op);
+  arg_f32(&c, 1, "a", 0, &a, &na);
+  arg_f32(&c, 2, "b", 0, &b, &nb);
+  arg_f32(&c, 3, "out", 0, &out, &no);
+  need(&c, "b", nb, na);
+  need(&c, "out", no, na);
+  if (!c.failed && op != SY_RELU && op != SY_GELU && op != SY_GELU_TANH && op != SY_SILU)
+    throw_range(&c, "act: unsupported activation");
+  if (c.failed) return NULL;
+  sy_op_gated(op, a, b, out, na);
+  return undef(env);
+}
+
+static napi_value js_gated_grad(napi_env env, napi_callback_info info) {
+  call_t c;
+  int op;
+  float *a, *b, *dy, *da, *db;
+  int64_t na, nb, ndy, nda, ndb;
+  if (!begin(&c, env, info, "gatedActGrad", 6)) return NULL;
+  arg_op(&c, 0, "act", SY_UNARY_COUNT, &op);
+  arg_f32(&c, 1, "a", 0, &a, &na);
+  arg_f32(&c, 2, "b", 0, &b, &nb);
+  arg_f32(&c, 3, "dy", 0, &dy, &ndy);
+  arg_f32(&c, 4, "da", 0, &da, &nda);
+  arg_f32(&c, 5, "db", 0, &db, &ndb);
+  need(&c, "b", nb, na);
+  need(&c, "dy", ndy, na);
+  need(&c, "da", nda, na);
+  need(&c, "db", ndb, na);
+  if (!c.failed && op != SY_RELU && op != SY_GELU && op != SY_GELU_TANH && op != SY_SILU)
+    throw_range(&c, "act: unsupported activation");
+  if (c.failed) return NULL;
+  sy_op_gated_grad(op, a, b, dy, da, db, na);
+  return undef(env);
+}
+
+static napi_value js_affine(napi_env env, napi_callback_info info) {
+  call_t c;
+  float *x, *out;
+  int64_t nx, no;
+  double scale, shift;
+  if (!begin(&c, env, info, "affine", 4)) return NULL;
+  arg_f32(&c, 0, "x", 0, &x, &nx);
+  arg_num(&c, 1, "scale", &scale);
+  arg_num(&c, 2, "shift", &shift);
+  arg_f32(&c, 3, "out", 0, &out, &no);
+  need(&c, "out", no, nx);
+  if (c.failed) return NULL;
+  sy_op_affine(x, (float)scale, (float)shift, out, nx);
+  return undef(env);
+}
+
+/* extent check of a strided view: every a[Σ idx_d·s_d] within [0, len) */
+static int check_strided(call_t *c, const char *name, int64_t len, const int64_t *shape, const int64_t *st, int nd) {
+  int64_t lo = 0, hi = 0;
+  for (int d = 0; d < nd; d++) {
+    if (shape[d] == 0) return 1;
+    int64_t span = (shape[d] - 1) * st[d];
+    if (span > 0) hi += span;
+    else lo += span;
+  }
+  if (lo < 0 || hi >= len) {
+    throw_range(c, "%s has %lld elements, but its strides reach index %lld", name, (long long)len,
+                (long long)(lo < 0 ? lo : hi));
+    return 0;
+  }
+  return 1;
+}
+
+static napi_value js_binary(napi_env env, napi_callback_info info) {
+  call_t c;
+  int op;
+  float *a, *b, *out;
+  int32_t *as32, *bs32, *sh32;
+  int64_t na, nb, no, nas, nbs, nsh;
+  if (!begin(&c, env, info, "binary", 7)) return NULL;
+  arg_op(&c, 0, "op", SY_BINARY_COUNT, &op);
+  arg_f32(&c, 1, "a", 0, &a, &na);
+  arg_i32(&c, 2, "aStrides", &as32, &nas);
+  arg_f32(&c, 3, "b", 0, &b, &nb);
+  arg_i32(&c, 4, "bStrides", &bs32, &nbs);
+  arg_f32(&c, 5, "out", 0, &out, &no);
+  arg_i32(&c, 6, "outShape", &sh32, &nsh);
+  if (c.failed) return NULL;
+  if (nas != nsh || nbs != nsh) {
+    throw_range(&c, "aStrides.length=%lld and bStrides.length=%lld must equal outShape.length=%lld", (long long)nas,
+                (long long)nbs, (long long)nsh);
+    return NULL;
+  }
+  if (nsh > SY_MAX_DIMS) {
+    throw_range(&c, "outShape has %lld dimensions (max %d)", (long long)nsh, SY_MAX_DIMS);
+    return NULL;
+  }
+  int nd = (int)nsh;
+  int64_t shape[SY_MAX_DIMS], as[SY_MAX_DIMS], bs[SY_MAX_DIMS], total = 1;
+  for (int d = 0; d < nd; d++) {
+    if (sh32[d] < 0) {
+      throw_range(&c, "outShape[%d]=%d is negative", d, sh32[d]);
+      return NULL;
+    }
+    shape[d] = sh32[d];
+    as[d] = as32[d];
+    bs[d] = bs32[d];
+    if (!mul_ok(&c, total, shape[d], &total)) return NULL;
+  }
+  if (no != total) {
+    throw_range(&c, "out has %lld elements, outShape describes %lld", (long long)no, (long long)total);
+    return NULL;
+  }
+  if (total == 0) return undef(env);
+  if (!check_strided(&c, "a", na, shape, as, nd) || !check_strided(&c, "b", nb, shape, bs, nd)) return NULL;
+  sy_op_binary(op, a, as, b, bs, out, shape, nd);
+  return undef(env);
+}
+
+static napi_value js_reduce(napi_env env, napi_callback_info info) {
+  call_t c;
+  int op;
+  float *x, *out;
+  int64_t nx, no, outer, len, inner, tot, oi;
+  if (!begin(&c, env, info, "reduce", 6)) return NULL;
+  arg_op(&c, 0, "op", SY_REDUCE_COUNT, &op);
+  arg_f32(&c, 1, "x", 0, &x, &nx);
+  arg_count(&c, 2, "outer", &outer);
+  arg_count(&c, 3, "len", &len);
+  arg_count(&c, 4, "inner", &inner);
+  arg_f32(&c, 5, "out", 0, &out, &no);
+  mul_ok(&c, outer, inner, &oi);
+  mul_ok(&c, oi, len, &tot);
+  need(&c, "x", nx, tot);
+  need(&c, "out", no, oi);
+  if (c.failed) return NULL;
+  sy_op_reduce(op, x, outer, len, inner, out);
+  return undef(env);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* row-wise                                                                                  */
+/* ---------------------------------------------------------------------------------------- */
+
+static napi_value js_softmax(napi_env env, napi_callback_info info) {
+  call_t c;
+  float *x, *out;
+  int64_t nx, no, rows, cols, tot;
+  int lg;
+  if (!begin(&c, env, info, "softmax", 5)) return NULL;
+  arg_f32(&c, 0, "x", 0, &x, &nx);
+  arg_count(&c, 1, "rows", &rows);
+  arg_count(&c, 2, "cols", &cols);
+  arg_bool(&c, 3, "log", &lg);
+  arg_f32(&c, 4, "out", 0, &out, &no);
+  mul_ok(&c, rows, cols, &tot);
+  need(&c, "x", nx, tot);
+  need(&c, "out", no, tot);
+  if (c.failed) return NULL;
+  sy_op_softmax(x, rows, cols, lg, out);
+  return undef(env);
+}
+
+static napi_value js_softmax_grad(napi_env env, napi_callback_info info) {
+  call_t c;
+  float *y, *dy, *dx;
+  int64_t ny, ndy, ndx, rows, cols, tot;
+  int lg;
+  if (!begin(&c, env, info, "softmaxGrad", 6)) return NULL;
+  arg_f32(&c, 0, "y", 0, &y, &ny);
+  arg_f32(&c, 1, "dy", 0, &dy, &ndy);
+  arg_count(&c, 2, "rows", &rows);
+  arg_count(&c, 3, "cols", &cols);
+  arg_bool(&c, 4, "log", &lg);
+  arg_f32(&c, 5, "dx", 0, &dx, &ndx);
+  mul_ok(&c, rows, cols, &tot);
+  need(&c, "y", ny, tot);
+  need(&c, "dy", ndy, tot);
+  need(&c, "dx", ndx, tot);
+  if (c.failed) return NULL;
+  sy_op_softmax_grad(y, dy, rows, cols, lg, dx);
+  return undef(env);
+}
+
+static napi_value js_logsumexp(napi_env env, napi_callback_info info) {
+  call_t c;
+  float *x, *out;
+  int64_t nx, no, rows, cols, tot;
+  if (!begin(&c, env, info, "logsumexp", 4)) return NULL;
+  arg_f32(&c, 0, "x", 0, &x, &nx);
+  arg_count(&c, 1, "rows", &rows);
+  arg_count(&c, 2, "cols", &cols);
+  arg_f32(&c, 3, "out", 0, &out, &no);
+  mul_ok(&c, rows, cols, &tot);
+  need(&c, "x", nx, tot);
+  need(&c, "out", no, rows);
+  if (c.failed) return NULL;
+  sy_op_logsumexp(x, rows, cols, out);
+  return undef(env);
+}
+
+static napi_value js_rms_norm(napi_env env, napi_callback_info info) {
+  call_t c;
+  float *x, *w, *out, *rstd;
+  int64_t nx, nw, no, nr, rows, cols, tot;
+  double eps;
+  if (!begin(&c, env, info, "rmsNorm", 7)) return NULL;
+  arg_f32(&c, 0, "x", 0, &x, &nx);
+  arg_f32(&c, 1, "w", 1, &w, &nw);
+  arg_count(&c, 2, "rows", &rows);
+  arg_count(&c, 3, "cols", &cols);
+  arg_num(&c, 4, "eps", &eps);
+  arg_f32(&c, 5, "out", 0, &out, &no);
+  arg_f32(&c, 6, "rstd", 0, &rstd, &nr);
+  mul_ok(&c, rows, cols, &tot);
+  need(&c, "x", nx, tot);
+  if (w) need(&c, "w", nw, cols);
+  need(&c, "out", no, tot);
+  need(&c, "rstd", nr, rows);
+  if (c.failed) return NULL;
+  sy_op_rms_norm(x, w, rows, cols, (float)eps, out, rstd);
+  return undef(env);
+}
+
+static napi_value js_rms_norm_grad(napi_env env, napi_callback_info info) {
+  call_t c;
+  float *x, *w, *rstd, *dy, *dx, *dw;
+  int64_t nx, nw, nr, ndy, ndx, ndw, rows, cols, tot;
+  if (!begin(&c, env, info, "rmsNormGrad", 8)) return NULL;
+  arg_f32(&c, 0, "x", 0, &x, &nx);
+  arg_f32(&c, 1, "w", 1, &w, &nw);
+  arg_f32(&c, 2, "rstd", 0, &rstd, &nr);
+  arg_f32(&c, 3, "dy", 0, &dy, &ndy);
+  arg_count(&c, 4, "rows", &rows);
+  arg_count(&c, 5, "cols", &cols);
+  arg_f32(&c, 6, "dx", 0, &dx, &ndx);
+  arg_f32(&c, 7, "dw", 1, &dw, &ndw);
+  mul_ok(&c, rows, cols, &tot);
+  need(&c, "x", nx, tot);
+  if (w) need(&c, "w", nw, cols);
+  need(&c, "rstd", nr, rows);
+  need(&c, "dy", ndy, tot);
+  need(&c, "dx", ndx, tot);
+  if (dw && w) need(&c, "dw", ndw, cols);
+  if (c.failed) return NULL;
+  sy_op_rms_norm_grad(x, w, rstd, dy, rows, cols, dx, dw);
+  return undef(env);
+}
+
+static napi_value js_layer_norm(napi_env env, napi_callback_info info) {
+  call_t c;
+  float *x, *w, *b, *out, *mean, *rstd;
+  int64_t nx, nw, nb, no, nm, nr, rows, cols, tot;
+  double eps;
+  if (!begin(&c, env, info, "layerNorm", 9)) return NULL;
+  arg_f32(&c, 0, "x", 0, &x, &nx);
+  arg_f32(&c, 1, "w", 1, &w, &nw);
+  arg_f32(&c, 2, "b", 1, &b, &nb);
+  arg_count(&c, 3, "rows", &rows);
+  arg_count(&c, 4, "cols", &cols);
+  arg_num(&c, 5, "eps", &eps);
+  arg_f32(&c, 6, "out", 0, &out, &no);
+  arg_f32(&c, 7, "mean", 0, &mean, &nm);
+  arg_f32(&c, 8, "rstd", 0, &rstd, &nr);
+  mul_ok(&c, rows, cols, &tot);
+  need(&c, "x", nx, tot);
+  if (w) need(&c, "w", nw, cols);
+  if (b) need(&c, "b", nb, cols);
+  need(&c, "out", no, tot);
+  need(&c, "mean", nm, rows);
+  need(&c, "rstd", nr, rows);
+  if (c.failed) return NULL;
+  sy_op_layer_norm(x, w, b, rows, cols, (float)eps, out, mean, rstd);
+  return undef(env);
+}
+
+static napi_value js_layer_norm_grad(napi_env env, napi_callback_info info) {
+  call_t c;
+  float *x, *w, *mean, *rstd, *dy, *dx, *dw, *db;
+  int64_t nx, nw, nm, nr, ndy, ndx, ndw, ndb, rows, cols, tot;
+  if (!begin(&c, env, info, "layerNormGrad", 10)) return NULL;
+  arg_f32(&c, 0, "x", 0, &x, &nx);
+  arg_f32(&c, 1, "w", 1, &w, &nw);
+  arg_f32(&c, 2, "mean", 0, &mean, &nm);
+  arg_f32(&c, 3, "rstd", 0, &rstd, &nr);
+  arg_f32(&c, 4, "dy", 0, &dy, &ndy);
+  arg_count(&c, 5, "rows", &rows);
+  arg_count(&c, 6, "cols", &cols);
+  arg_f32(&c, 7, "dx", 0, &dx, &ndx);
+  arg_f32(&c, 8, "dw", 1, &dw, &ndw);
+  arg_f32(&c, 9, "db", 1, &db, &ndb);
+  mul_ok(&c, rows, cols, &tot);
+  need(&c, "x", nx, tot);
+  if (w) need(&c, "w", nw, cols);
+  need(&c, "mean", nm, rows);
+  need(&c, "rstd", nr, rows);
+  need(&c, "dy", ndy, tot);
+  need(&c, "dx", ndx, tot);
+  if (dw && w) need(&c, "dw", ndw, cols);
+  if (db) need(&c, "db", ndb, cols);
+  if (c.failed) return NULL;
+  sy_op_layer_norm_grad(x, w, mean, rstd, dy, rows, cols, dx, dw, db);
+  return undef(env);
+}
+
+static napi_value js_permute(napi_env env, napi_callback_info info) {
+  call_t c;
+  float *x, *out;
+  int32_t *sh, *pm;
+  int64_t nx, no, nsh, npm;
+  if (!begin(&c, env, info, "permute", 4)) return NULL;
+  arg_f32(&c, 0, "x", 0, &x, &nx);
+  arg_i32(&c, 1, "shape", &sh, &nsh);
+  arg_i32(&c, 2, "perm", &pm, &npm);
+  arg_f32(&c, 3, "out", 0, &out, &no);
+  if (c.failed) return NULL;
+  if (npm != nsh) {
+    throw_range(&c, "perm.length=%lld must equal shape.length=%lld", (long long)npm, (long long)nsh);
+    return NULL;
+  }
+  if (nsh > SY_MAX_DIMS) {
+    throw_range(&c, "shape has %lld dimensions (max %d)", (long long)nsh, SY_MAX_DIMS);
+    return NULL;
+  }
+  int nd = (int)nsh;
+  int64_t shape[SY_MAX_DIMS], total = 1;
+  int perm[SY_MAX_DIMS], seen[SY_MAX_DIMS] = {0};
+  for (int d = 0; d < nd; d++) {
+    if (sh[d] < 0) {
+      throw_range(&c, "shape[%d]=%d is negative", d, sh[d]);
+      return NULL;
+    }
+    if (pm[d] < 0 || pm[d] >= nd || seen[pm[d]]) {
+      throw_range(&c, "perm is not a permutation of 0..%d", nd - 1);
+      return NULL;
+    }
+    seen[pm[d]] = 1;
+    perm[d] = pm[d];
+    shape[d] = sh[d];
+    if (!mul_ok(&c, total, shape[d], &total)) return NULL;
+  }
+  if (!need(&c, "x", nx, total)) return NULL;
+  if (no != total) {
+    throw_range(&c, "out has %lld elements, the permuted shape has %lld", (long long)no, (long long)total);
+    return NULL;
+  }
+  sy_op_permute(x, shape, perm, nd, out);
+  return undef(env);
+}
+
+static napi_value js_gather_rows(napi_env env, napi_callback_info info) {
+  call_t c;
+  float *src, *out;
+  int32_t *idx;
+  int64_t ns, ni, no, cols, tot;
+  if (!begin(&c, env, info, "gatherRows", 4)) return NULL;
+  arg_f32(&c, 0, "src", 0, &src, &ns);
+  arg_i32(&c, 1, "idx", &idx, &ni);
+  arg_count(&c, 2, "cols", &cols);
+  arg_f32(&c, 3, "out", 0, &out, &no);
+  mul_ok(&c, ni, cols, &tot);
+  need(&c, "out", no, tot);
+  if (c.failed) return NULL;
+  if (cols > 0) {
+    int64_t rows = ns / cols;
+    for (int64_t i = 0; i < ni; i++)
+      if (idx[i] < 0 || idx[i] >= rows) {
+        throw_range(&c, "idx[%lld]=%d is out of range [0, %lld)", (long long)i, idx[i], (long long)rows);
+        return NULL;
+      }
+  }
+  sy_op_gather_rows(src, idx, ni, cols, out);
+  return undef(env);
+}
+
+static napi_value js_scatter_add_rows(napi_env env, napi_callback_info info) {
+  call_t c;
+  float *src, *w, *out;
+  int32_t *idx;
+  int64_t ns, ni, nw, no, cols, tot;
+  if (!begin(&c, env, info, "scatterAddRows", 5)) return NULL;
+  arg_f32(&c, 0, "src", 0, &src, &ns);
+  arg_i32(&c, 1, "idx", &idx, &ni);
+  arg_f32(&c, 2, "w", 1, &w, &nw);
+  arg_count(&c, 3, "cols", &cols);
+  arg_f32(&c, 4, "out", 0, &out, &no);
+  mul_ok(&c, ni, cols, &tot);
+  need(&c, "src", ns, tot);
+  if (w) need(&c, "w", nw, ni);
+  if (c.failed) return NULL;
+  int64_t rows = cols > 0 ? no / cols : 0;
+  if (cols > 0) {
+    for (int64_t i = 0; i < ni; i++)
+      if (idx[i] < 0 || idx[i] >= rows) {
+        throw_range(&c, "idx[%lld]=%d is out of range [0, %lld)", (long long)i, idx[i], (long long)rows);
+        return NULL;
+      }
+  }
+  sy_op_scatter_add_rows(src, idx, w, ni, cols, out, rows);
+  return undef(env);
+}
+
+static napi_value js_row_dot(napi_env env, napi_callback_info info) {
+  call_t c;
+  float *a, *b, *out;
+  int64_t na, nb, no, rows, cols, tot;
+  if (!begin(&c, env, info, "rowDot", 5)) return NULL;
+  arg_f32(&c, 0, "a", 0, &a, &na);
+  arg_f32(&c, 1, "b", 0, &b, &nb);
+  arg_count(&c, 2, "rows", &rows);
+  arg_count(&c, 3, "cols", &cols);
+  arg_f32(&c, 4, "out", 0, &out, &no);
+  mul_ok(&c, rows, cols, &tot);
+  need(&c, "a", na, tot);
+  need(&c, "b", nb, tot);
+  need(&c, "out", no, rows);
+  if (c.failed) return NULL;
+  sy_op_row_dot(a, b, rows, cols, out);
+  return undef(env);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* runtime                                                                                   */
+/* ---------------------------------------------------------------------------------------- */
+
+static napi_value js_threads(napi_env env, napi_callback_info info) {
+  (void)info;
+  napi_value v;
+  napi_create_int32(env, sy_threads(), &v);
+  return v;
+}
+
+static napi_value js_set_threads(napi_env env, napi_callback_info info) {
+  call_t c;
+  int64_t n;
+  if (!begin(&c, env, info, "setThreads", 1)) return NULL;
+  if (!arg_count(&c, 0, "n", &n)) return NULL;
+  napi_value v;
+  napi_create_int32(env, sy_set_threads(n > 4096 ? 4096 : (int)n), &v);
+  return v;
+}
+
+static napi_value js_default_threads(napi_env env, napi_callback_info info) {
+  (void)info;
+  napi_value v;
+  napi_create_int32(env, sy_default_threads(), &v);
+  return v;
+}
+
+static napi_value js_isa(napi_env env, napi_callback_info info) {
+  (void)info;
+  napi_value v;
+  napi_create_string_utf8(env, sy_isa_name(), NAPI_AUTO_LENGTH, &v);
+  return v;
+}
+
+static napi_value js_set_isa(napi_env env, napi_callback_info info) {
+  call_t c;
+  if (!begin(&c, env, info, "setIsa", 1)) return NULL;
+  char name[32] = {0};
+  size_t len = 0;
+  if (napi_get_value_string_utf8(env, c.argv[0], name, sizeof name, &len) != napi_ok) {
+    throw_type(&c, "name must be a string");
+    return NULL;
+  }
+  napi_value v;
+  napi_get_boolean(env, sy_force_isa(name) != 0, &v);
+  return v;
+}
+
+static pthread_once_t isa_once = PTHREAD_ONCE_INIT;
+
+NAPI_MODULE_INIT() {
+  pthread_once(&isa_once, sy_select_isa);
+  static const struct {
+    const char *name;
+    napi_callback cb;
+  } fns[] = {
+      {"gemm", js_gemm},
+      {"unary", js_unary},
+      {"unaryGrad", js_unary_grad},
+      {"gatedAct", js_gated},
+      {"gatedActGrad", js_gated_grad},
+      {"affine", js_affine},
+      {"binary", js_binary},
+      {"reduce", js_reduce},
+      {"softmax", js_softmax},
+      {"softmaxGrad", js_softmax_grad},
+      {"logsumexp", js_logsumexp},
+      {"rmsNorm", js_rms_norm},
+      {"rmsNormGrad", js_rms_norm_grad},
+      {"layerNorm", js_layer_norm},
+      {"layerNormGrad", js_layer_norm_grad},
+      {"permute", js_permute},
+      {"gatherRows", js_gather_rows},
+      {"scatterAddRows", js_scatter_add_rows},
+      {"rowDot", js_row_dot},
+      {"threads", js_threads},
+      {"setThreads", js_set_threads},
+      {"defaultThreads", js_default_threads},
+      {"isa", js_isa},
+      {"setIsa", js_set_isa},
+  };
+  for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
+    napi_value f;
+    if (napi_create_function(env, fns[i].name, NAPI_AUTO_LENGTH, fns[i].cb, NULL, &f) != napi_ok) return NULL;
+    if (napi_set_named_property(env, exports, fns[i].name, f) != napi_ok) return NULL;
+  }
+  return exports;
+}

@@ -1,0 +1,256 @@
+/*
+ * ISA-independent GEMM driver (BLIS-style loop nest around a per-ISA packer + micro-kernel).
+ *
+ * For a task C[m,n] (+)= op(A)[m,k] · op(B)[k,n] the depth is cut into fixed KC blocks (per ISA);
+ * each C element is the sum, over KC blocks in increasing order, of a register accumulation in
+ * increasing k. Nothing else (row/column partitioning, thread count, which thread runs a tile)
+ * affects the arithmetic, so results are bit-identical across runs and thread counts.
+ *
+ * Scheduling of a call (a task list):
+ *   - tiny calls (< SY_GEMM_PAR_FLOPS) run serially on the calling thread;
+ *   - a task holding more than 1/(2T) of the work is run by all threads: its op(B) column chunk
+ *     is packed once into a shared buffer (parallel over panels), then row-block x column-block
+ *     units (each packs its own A block) are claimed dynamically;
+ *   - the remaining tasks (the MoE grouped case) are claimed whole by threads, largest first,
+ *     each thread packing into its own thread-local buffers.
+ */
+#include "sy.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#ifndef SY_GEMM_PAR_FLOPS
+#define SY_GEMM_PAR_FLOPS (1 << 21) /* below ~2 MFLOP a dispatch costs more than it saves */
+#endif
+#ifndef SY_GEMM_NC
+#define SY_GEMM_NC 1536 /* columns per packed B block on the serial path */
+#endif
+#define SY_SHARED_B_FLOATS (4 << 20) /* cap of the shared packed-B chunk (16 MiB) */
+
+static inline int imin(int a, int b) { return a < b ? a : b; }
+static inline int imax(int a, int b) { return a > b ? a : b; }
+static inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+static inline const float *a_at(const sy_gemm_task *t, int64_t i, int64_t l) {
+  return t->trans_a ? t->a + l * t->lda + i : t->a + i * t->lda + l;
+}
+static inline const float *b_at(const sy_gemm_task *t, int64_t l, int64_t j) {
+  return t->trans_b ? t->b + j * t->ldb + l : t->b + l * t->ldb + j;
+}
+
+static void zero_c(const sy_gemm_task *t) {
+  for (int i = 0; i < t->m; i++) memset(t->c + (int64_t)i * t->ldc, 0, sizeof(float) * (size_t)t->n);
+}
+
+/*
+ * C rows [i0, i1) x cols [j0, j1) for depth block [p0, p0 + kcb), with op(B) packed at bp
+ * (panel of column j0 first; j0 - jbase is a multiple of nr).
+ */
+static void macro_block(const sy_gemm_isa *isa, const sy_gemm_task *t, int i0, int i1, int j0, int j1,
+                        int p0, int kcb, const float *bp, int acc) {
+  const int MR = isa->mr, NR = isa->nr, MC = isa->mc;
+  float *ap = sy_scratch(0, (size_t)(MC + MR) * (size_t)isa->kc + 64);
+  for (int ib = i0; ib < i1; ib += MC) {
+    int mcb = imin(MC, i1 - ib);
+    isa->pack_a(t->trans_a, a_at(t, ib, p0), t->lda, mcb, kcb, ap);
+    for (int jr = j0; jr < j1; jr += NR) {
+      const float *bpj = bp + (int64_t)(jr - j0) * kcb;
+      int nr = imin(NR, j1 - jr);
+      float *cj = t->c + (int64_t)ib * t->ldc + jr;
+      for (int ir = 0; ir < mcb; ir += MR) {
+        isa->micro(kcb, ap + (int64_t)ir * kcb, bpj, cj + (int64_t)ir * t->ldc, t->ldc, imin(MR, mcb - ir),
+                   nr, acc);
+      }
+    }
+  }
+}
+
+/* Whole task on the calling thread with thread-local pack buffers. */
+static void task_serial(const sy_gemm_isa *isa, const sy_gemm_task *t) {
+  if (t->m <= 0 || t->n <= 0) return;
+  if (t->k <= 0) {
+    if (!t->accumulate) zero_c(t);
+    return;
+  }
+  const int KC = isa->kc, NR = isa->nr;
+  const int NC = (SY_GEMM_NC / NR) * NR;
+  for (int jc = 0; jc < t->n; jc += NC) {
+    int ncb = imin(NC, t->n - jc);
+    for (int p0 = 0; p0 < t->k; p0 += KC) {
+      int kcb = imin(KC, t->k - p0);
+      float *bp = sy_scratch(1, (size_t)KC * (size_t)(NC + NR) + 64);
+      isa->pack_b(t->trans_b, b_at(t, p0, jc), t->ldb, kcb, ncb, bp);
+      macro_block(isa, t, 0, t->m, jc, jc + ncb, p0, kcb, bp, t->accumulate || p0 > 0);
+    }
+  }
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* One task, all threads                                                                     */
+/* ---------------------------------------------------------------------------------------- */
+
+typedef struct {
+  const sy_gemm_isa *isa;
+  const sy_gemm_task *t;
+  float *sb;      /* shared packed B for columns [jc, jc + ncb), all depth blocks */
+  int jc, ncb;    /* column chunk */
+  int ncp;        /* ncb rounded up to NR */
+  int nkb;        /* depth blocks */
+  int pgroup;     /* panels per pack item */
+  int npanels;
+  int ngroups;
+  /* units: R row blocks (of panels) x S column blocks (of panels) */
+  int R, S, mp, np;
+} par_ctx;
+
+static inline float *sb_block(const par_ctx *c, int pb) { return c->sb + (int64_t)pb * c->isa->kc * c->ncp; }
+
+static void par_pack(void *vctx, int64_t item, int tid) {
+  (void)tid;
+  const par_ctx *c = (const par_ctx *)vctx;
+  const sy_gemm_isa *isa = c->isa;
+  const sy_gemm_task *t = c->t;
+  int pb = (int)(item / c->ngroups), g = (int)(item % c->ngroups);
+  int p0 = pb * isa->kc, kcb = imin(isa->kc, t->k - p0);
+  int q0 = g * c->pgroup, q1 = imin(c->npanels, q0 + c->pgroup);
+  int col0 = q0 * isa->nr, col1 = imin(c->ncb, q1 * isa->nr);
+  isa->pack_b(t->trans_b, b_at(t, p0, c->jc + col0), t->ldb, kcb, col1 - col0,
+              sb_block(c, pb) + (int64_t)col0 * kcb);
+}
+
+/* Split `total` panels into `parts` nearly equal ranges; range r = [lo, hi). */
+static inline void split_range(int total, int parts, int r, int *lo, int *hi) {
+  int base = total / parts, rem = total % parts;
+  *lo = r * base + imin(r, rem);
+  *hi = *lo + base + (r < rem ? 1 : 0);
+}
+
+static void par_unit(void *vctx, int64_t item, int tid) {
+  (void)tid;
+  const par_ctx *c = (const par_ctx *)vctx;
+  const sy_gemm_isa *isa = c->isa;
+  const sy_gemm_task *t = c->t;
+  int r = (int)(item / c->S), s = (int)(item % c->S);
+  int plo, phi, qlo, qhi;
+  split_range(c->mp, c->R, r, &plo, &phi);
+  split_range(c->np, c->S, s, &qlo, &qhi);
+  int i0 = plo * isa->mr, i1 = imin(t->m, phi * isa->mr);
+  int j0 = qlo * isa->nr, j1 = imin(c->ncb, qhi * isa->nr);
+  if (i0 >= i1 || j0 >= j1) return;
+  for (int pb = 0; pb < c->nkb; pb++) {
+    int p0 = pb * isa->kc, kcb = imin(isa->kc, t->k - p0);
+    macro_block(isa, t, i0, i1, c->jc + j0, c->jc + j1, p0, kcb, sb_block(c, pb) + (int64_t)j0 * kcb,
+                t->accumulate || pb > 0);
+  }
+}
+
+static void task_parallel(const sy_gemm_isa *isa, const sy_gemm_task *t, int T) {
+  const int NR = isa->nr, MR = isa->mr, KC = isa->kc;
+  par_ctx c;
+  c.isa = isa;
+  c.t = t;
+  c.nkb = (int)ceil_div(t->k, KC);
+  int64_t kpad = (int64_t)c.nkb * KC;
+  int chunk = (int)((SY_SHARED_B_FLOATS / kpad) / NR * NR);
+  if (chunk < NR) chunk = NR;
+  for (int jc = 0; jc < t->n; jc += chunk) {
+    c.jc = jc;
+    c.ncb = imin(chunk, t->n - jc);
+    c.npanels = (int)ceil_div(c.ncb, NR);
+    c.ncp = c.npanels * NR;
+    c.sb = sy_scratch(2, (size_t)kpad * (size_t)c.ncp + 64);
+    /* Phase 1: pack op(B) for this column chunk, in parallel. */
+    int items_wanted = 4 * T;
+    int per_kb = (int)ceil_div(items_wanted, c.nkb);
+    c.pgroup = imax(1, (int)ceil_div(c.npanels, imax(1, per_kb)));
+    c.ngroups = (int)ceil_div(c.npanels, c.pgroup);
+    sy_parallel_for((int64_t)c.nkb * c.ngroups, par_pack, &c);
+    /* Phase 2: row-block x column-block units. */
+    c.mp = (int)ceil_div(t->m, MR);
+    c.np = c.npanels;
+    int maxp = imax(1, isa->mc / MR);
+    int R = (int)ceil_div(c.mp, maxp);
+    R = (int)(ceil_div(R, T) * T); /* a multiple of T keeps the split even */
+    if (R > c.mp) R = c.mp;
+    int S = 1;
+    if (R < 2 * T) {
+      S = (int)ceil_div(2 * T, R);
+      int maxS = imax(1, c.np / 2); /* keep column blocks >= 2 panels */
+      if (S > maxS) S = maxS;
+    }
+    c.R = R;
+    c.S = S;
+    sy_parallel_for((int64_t)R * S, par_unit, &c);
+  }
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Task list                                                                                 */
+/* ---------------------------------------------------------------------------------------- */
+
+typedef struct {
+  double flops;
+  int idx;
+} task_rank;
+
+typedef struct {
+  const sy_gemm_isa *isa;
+  const sy_gemm_task *tasks;
+  const task_rank *order;
+} group_ctx;
+
+static void group_item(void *vctx, int64_t item, int tid) {
+  (void)tid;
+  const group_ctx *g = (const group_ctx *)vctx;
+  task_serial(g->isa, &g->tasks[g->order[item].idx]);
+}
+
+static double task_flops(const sy_gemm_task *t) {
+  if (t->m <= 0 || t->n <= 0 || t->k <= 0) return 0.0;
+  return 2.0 * (double)t->m * (double)t->n * (double)t->k;
+}
+
+static int cmp_rank(const void *x, const void *y) {
+  const task_rank *a = (const task_rank *)x, *b = (const task_rank *)y;
+  if (a->flops > b->flops) return -1;
+  if (a->flops < b->flops) return 1;
+  return a->idx - b->idx;
+}
+
+void sy_gemm_run(const sy_gemm_task *tasks, int ntasks) {
+  const sy_gemm_isa *isa = sy_gemm_impl;
+  double total = 0.0;
+  for (int i = 0; i < ntasks; i++) {
+    const sy_gemm_task *t = &tasks[i];
+    if (t->m > 0 && t->n > 0 && t->k <= 0 && !t->accumulate) zero_c(t);
+    total += task_flops(t);
+  }
+  if (total == 0.0) return;
+  int T = sy_threads();
+  if (T <= 1 || total < (double)SY_GEMM_PAR_FLOPS) {
+    for (int i = 0; i < ntasks; i++)
+      if (task_flops(&tasks[i]) > 0) task_serial(isa, &tasks[i]);
+    return;
+  }
+  task_rank stack_order[256];
+  task_rank *order = ntasks <= 256 ? stack_order : (task_rank *)malloc(sizeof(task_rank) * (size_t)ntasks);
+  if (!order) abort();
+  int nsmall = 0;
+  double big_cut = total / (2.0 * T);
+  for (int i = 0; i < ntasks; i++) {
+    double f = task_flops(&tasks[i]);
+    if (f <= 0) continue;
+    if (f > big_cut) task_parallel(isa, &tasks[i], T);
+    else {
+      order[nsmall].flops = f;
+      order[nsmall].idx = i;
+      nsmall++;
+    }
+  }
+  if (nsmall > 0) {
+    qsort(order, (size_t)nsmall, sizeof(task_rank), cmp_rank);
+    group_ctx g = {isa, tasks, order};
+    sy_parallel_for(nsmall, group_item, &g);
+  }
+  if (order != stack_order) free(order);
+}

@@ -1,0 +1,206 @@
+/*
+ * AVX-512 GEMM building blocks: 14x32 register micro-kernel (28 zmm accumulators, two B vectors,
+ * A broadcast from memory) and vectorised packers (16x16 in-register transposes for the
+ * transposed-B and non-transposed-A cases).
+ * Compiled with -mavx512f -mavx512bw -mavx512dq -mavx512vl -mfma -mavx2.
+ */
+#include "sy.h"
+
+#if defined(__x86_64__) && defined(__AVX512F__)
+#include <immintrin.h>
+#include <string.h>
+
+#define MR 14
+#define NR 32
+
+#ifndef SY_AVX512_KC
+#define SY_AVX512_KC 384
+#endif
+#ifndef SY_AVX512_MC
+#define SY_AVX512_MC 168
+#endif
+
+/* In-place transpose of 16 rows of 16 floats. */
+SY_INLINE void tr16x16(__m512 r[16]) {
+  __m512 t[16];
+  for (int g = 0; g < 4; g++) {
+    __m512 a = r[4 * g], b = r[4 * g + 1], c = r[4 * g + 2], d = r[4 * g + 3];
+    __m512 t0 = _mm512_unpacklo_ps(a, b), t1 = _mm512_unpackhi_ps(a, b);
+    __m512 t2 = _mm512_unpacklo_ps(c, d), t3 = _mm512_unpackhi_ps(c, d);
+    t[4 * g + 0] = _mm512_shuffle_ps(t0, t2, _MM_SHUFFLE(1, 0, 1, 0));
+    t[4 * g + 1] = _mm512_shuffle_ps(t0, t2, _MM_SHUFFLE(3, 2, 3, 2));
+    t[4 * g + 2] = _mm512_shuffle_ps(t1, t3, _MM_SHUFFLE(1, 0, 1, 0));
+    t[4 * g + 3] = _mm512_shuffle_ps(t1, t3, _MM_SHUFFLE(3, 2, 3, 2));
+  }
+  /* t[4g + c], 128-bit lane q = rows 4g..4g+3 of column 4q + c; transpose the 4x4 lane grid. */
+  for (int c = 0; c < 4; c++) {
+    __m512 x0 = _mm512_shuffle_f32x4(t[c], t[4 + c], 0x88);
+    __m512 x1 = _mm512_shuffle_f32x4(t[c], t[4 + c], 0xDD);
+    __m512 x2 = _mm512_shuffle_f32x4(t[8 + c], t[12 + c], 0x88);
+    __m512 x3 = _mm512_shuffle_f32x4(t[8 + c], t[12 + c], 0xDD);
+    r[c] = _mm512_shuffle_f32x4(x0, x2, 0x88);
+    r[8 + c] = _mm512_shuffle_f32x4(x0, x2, 0xDD);
+    r[4 + c] = _mm512_shuffle_f32x4(x1, x3, 0x88);
+    r[12 + c] = _mm512_shuffle_f32x4(x1, x3, 0xDD);
+  }
+}
+
+SY_INLINE __mmask16 mask_n(int n) { return n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1u); }
+
+/*
+ * Pack rows [0, mc) x depth [0, kc) of op(A) into MR-row panels: ap[p*MR*kc + l*MR + i].
+ * trans=0: op(A)[i,l] = a[i*lda + l]; trans=1: op(A)[i,l] = a[l*lda + i].
+ */
+static void pack_a(int trans, const float *a, int64_t lda, int mc, int kc, float *ap) {
+  for (int p = 0; p < mc; p += MR) {
+    int mr = mc - p < MR ? mc - p : MR;
+    float *dst = ap + (int64_t)p * kc;
+    if (trans) {
+      const float *src = a + p;
+      __mmask16 m = mask_n(mr), st = mask_n(MR);
+      for (int l = 0; l < kc; l++) {
+        __m512 v = _mm512_maskz_loadu_ps(m, src + (int64_t)l * lda);
+        _mm512_mask_storeu_ps(dst + l * MR, st, v);
+      }
+    } else {
+      const float *src = a + (int64_t)p * lda;
+      __m512 r[16];
+      __mmask16 st = mask_n(MR);
+      int l = 0;
+      for (; l < kc; l += 16) {
+        int kl = kc - l < 16 ? kc - l : 16;
+        __mmask16 lm = mask_n(kl);
+        for (int i = 0; i < 16; i++)
+          r[i] = i < mr ? _mm512_maskz_loadu_ps(lm, src + (int64_t)i * lda + l) : _mm512_setzero_ps();
+        tr16x16(r);
+        for (int t = 0; t < kl; t++) _mm512_mask_storeu_ps(dst + (l + t) * MR, st, r[t]);
+      }
+    }
+  }
+}
+
+/*
+ * Pack depth [0, kc) x cols [0, nc) of op(B) into NR-col panels: bp[q*NR*kc + l*NR + j].
+ * trans=0: op(B)[l,j] = b[l*ldb + j]; trans=1: op(B)[l,j] = b[j*ldb + l].
+ */
+static void pack_b(int trans, const float *b, int64_t ldb, int kc, int nc, float *bp) {
+  for (int q = 0; q < nc; q += NR) {
+    int nr = nc - q < NR ? nc - q : NR;
+    float *dst = bp + (int64_t)q * kc;
+    if (!trans) {
+      const float *src = b + q;
+      if (nr == NR) {
+        for (int l = 0; l < kc; l++) {
+          const float *s = src + (int64_t)l * ldb;
+          _mm512_store_ps(dst + l * NR, _mm512_loadu_ps(s));
+          _mm512_store_ps(dst + l * NR + 16, _mm512_loadu_ps(s + 16));
+        }
+      } else {
+        __mmask16 m0 = mask_n(nr), m1 = mask_n(nr > 16 ? nr - 16 : 0);
+        for (int l = 0; l < kc; l++) {
+          const float *s = src + (int64_t)l * ldb;
+          _mm512_store_ps(dst + l * NR, _mm512_maskz_loadu_ps(m0, s));
+          _mm512_store_ps(dst + l * NR + 16, _mm512_maskz_loadu_ps(m1, s + 16));
+        }
+      }
+    } else {
+      for (int h = 0; h < NR; h += 16) {
+        int rows = nr - h; /* valid j's in this half */
+        if (rows > 16) rows = 16;
+        if (rows <= 0) {
+          for (int l = 0; l < kc; l++) _mm512_store_ps(dst + l * NR + h, _mm512_setzero_ps());
+          continue;
+        }
+        const float *src = b + (int64_t)(q + h) * ldb;
+        __m512 r[16];
+        for (int l = 0; l < kc; l += 16) {
+          int kl = kc - l < 16 ? kc - l : 16;
+          __mmask16 lm = mask_n(kl);
+          for (int i = 0; i < 16; i++)
+            r[i] = i < rows ? _mm512_maskz_loadu_ps(lm, src + (int64_t)i * ldb + l) : _mm512_setzero_ps();
+          tr16x16(r);
+          for (int t = 0; t < kl; t++) _mm512_store_ps(dst + (l + t) * NR + h, r[t]);
+        }
+      }
+    }
+  }
+}
+
+#define FMA_ROW(i)                                   \
+  {                                                  \
+    __m512 av = _mm512_set1_ps(ap[i]);               \
+    c##i##0 = _mm512_fmadd_ps(av, b0, c##i##0);      \
+    c##i##1 = _mm512_fmadd_ps(av, b1, c##i##1);      \
+  }
+#define ALL_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11) X(12) X(13)
+#define DECL_ROW(i) __m512 c##i##0 = _mm512_setzero_ps(), c##i##1 = _mm512_setzero_ps();
+#define SAVE_ROW(i) tmp[i][0] = c##i##0; tmp[i][1] = c##i##1;
+
+static void micro(int64_t kc, const float *SY_RESTRICT ap, const float *SY_RESTRICT bp, float *c,
+                  int64_t ldc, int mr, int nr, int acc) {
+  ALL_ROWS(DECL_ROW)
+  /* Prefetch the C tile (it is read or written after the loop). */
+  for (int i = 0; i < mr; i++) {
+    _mm_prefetch((const char *)(c + i * ldc), _MM_HINT_T0);
+    _mm_prefetch((const char *)(c + i * ldc + 16), _MM_HINT_T0);
+  }
+  int64_t l = 0;
+  for (; l + 2 <= kc; l += 2) {
+    _mm_prefetch((const char *)(bp + 8 * NR), _MM_HINT_T0);
+    _mm_prefetch((const char *)(bp + 8 * NR + 16), _MM_HINT_T0);
+    {
+      __m512 b0 = _mm512_load_ps(bp), b1 = _mm512_load_ps(bp + 16);
+      ALL_ROWS(FMA_ROW)
+    }
+    ap += MR;
+    bp += NR;
+    {
+      __m512 b0 = _mm512_load_ps(bp), b1 = _mm512_load_ps(bp + 16);
+      ALL_ROWS(FMA_ROW)
+    }
+    ap += MR;
+    bp += NR;
+  }
+  for (; l < kc; l++) {
+    __m512 b0 = _mm512_load_ps(bp), b1 = _mm512_load_ps(bp + 16);
+    ALL_ROWS(FMA_ROW)
+    ap += MR;
+    bp += NR;
+  }
+  if (mr == MR && nr == NR) {
+#define STORE_FULL(i)                                                                  \
+    {                                                                                  \
+      float *cr = c + (int64_t)(i) * ldc;                                              \
+      if (acc) {                                                                       \
+        c##i##0 = _mm512_add_ps(_mm512_loadu_ps(cr), c##i##0);                         \
+        c##i##1 = _mm512_add_ps(_mm512_loadu_ps(cr + 16), c##i##1);                    \
+      }                                                                                \
+      _mm512_storeu_ps(cr, c##i##0);                                                   \
+      _mm512_storeu_ps(cr + 16, c##i##1);                                              \
+    }
+    ALL_ROWS(STORE_FULL)
+#undef STORE_FULL
+  } else {
+    __m512 tmp[MR][2];
+    ALL_ROWS(SAVE_ROW)
+    __mmask16 m0 = mask_n(nr), m1 = mask_n(nr > 16 ? nr - 16 : 0);
+    for (int i = 0; i < mr; i++) {
+      float *cr = c + (int64_t)i * ldc;
+      __m512 v0 = tmp[i][0], v1 = tmp[i][1];
+      if (acc) {
+        v0 = _mm512_add_ps(_mm512_maskz_loadu_ps(m0, cr), v0);
+        v1 = _mm512_add_ps(_mm512_maskz_loadu_ps(m1, cr + 16), v1);
+      }
+      _mm512_mask_storeu_ps(cr, m0, v0);
+      _mm512_mask_storeu_ps(cr + 16, m1, v1);
+    }
+  }
+}
+
+const sy_gemm_isa sy_gemm_isa_avx512 = {
+    "avx512", MR, NR, SY_AVX512_KC, SY_AVX512_MC, pack_a, pack_b, micro,
+};
+
+#elif defined(__x86_64__)
+#error "gemm_avx512.c must be compiled with -mavx512f -mavx512bw -mavx512dq -mavx512vl -mfma -mavx2"
+#endif

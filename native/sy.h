@@ -1,0 +1,186 @@
+/*
+ * Switchyard native backend: shared declarations.
+ *
+ * Layout of the native sources:
+ *   pool.c          persistent pthread pool, per-thread scratch buffers, CPU feature dispatch
+ *   gemm.c          ISA-independent GEMM driver (task scheduling, cache blocking, parallel split)
+ *   gemm_avx512.c   AVX-512 packers + 14x32 register micro-kernel   (compiled with -mavx512*)
+ *   gemm_avx2.c     AVX2/FMA packers + 6x16 micro-kernel             (compiled with -mavx2 -mfma)
+ *   gemm_scalar.c   portable packers + 4x16 micro-kernel             (no ISA flags; NEON on arm64 by
+ *                                                                     auto-vectorisation)
+ *   ew_impl.h       element-wise / row-wise kernels, written as branch-free C that GCC vectorises;
+ *                   included by ew_avx512.c, ew_avx2.c and ew_scalar.c (one copy per ISA)
+ *   ops.c           parallel drivers for the element-wise / row-wise kernels
+ *   addon.c         N-API bindings and argument validation
+ *
+ * Determinism: every kernel computes each output element with a fixed sequence of operations that
+ * does not depend on which thread runs it, so results are bit-identical run to run (and, for the
+ * kernels here, even across thread counts) on a given machine and ISA path.
+ */
+#ifndef SWITCHYARD_SY_H
+#define SWITCHYARD_SY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#if defined(__GNUC__)
+#define SY_INLINE static inline __attribute__((always_inline))
+#define SY_NOINLINE __attribute__((noinline))
+#define SY_RESTRICT __restrict__
+#else
+#define SY_INLINE static inline
+#define SY_NOINLINE
+#define SY_RESTRICT
+#endif
+
+/* ------------------------------------------------------------------------------------------ */
+/* GEMM                                                                                        */
+/* ------------------------------------------------------------------------------------------ */
+
+/* One GEMM task, already validated: C[m,n] (+)= op(A)[m,k] · op(B)[k,n]. */
+typedef struct sy_gemm_task {
+  const float *a;
+  const float *b;
+  float *c;
+  int64_t lda, ldb, ldc;
+  int m, n, k;
+  int trans_a, trans_b, accumulate;
+} sy_gemm_task;
+
+/* Per-ISA GEMM building blocks. Packed layouts:
+ *   A block [mc x kc] -> ceil(mc/mr) panels, panel p holds rows p*mr.. as Ap[p*mr*kc + l*mr + i]
+ *                        (rows past mc are zero).
+ *   B block [kc x nc] -> ceil(nc/nr) panels, panel q holds cols q*nr.. as Bp[q*nr*kc + l*nr + j]
+ *                        (cols past nc are zero). */
+typedef struct sy_gemm_isa {
+  const char *name;
+  int mr, nr;   /* register tile */
+  int kc;       /* depth block (fixed per ISA: the summation order depends only on it) */
+  int mc;       /* rows per packed A block (multiple of mr) */
+  void (*pack_a)(int trans, const float *a, int64_t lda, int mc, int kc, float *ap);
+  void (*pack_b)(int trans, const float *b, int64_t ldb, int kc, int nc, float *bp);
+  /* C[mr_eff x nr_eff] (+)= Ap-panel · Bp-panel over kc; acc=0 overwrites. */
+  void (*micro)(int64_t kc, const float *ap, const float *bp, float *c, int64_t ldc, int mr_eff,
+                int nr_eff, int acc);
+} sy_gemm_isa;
+
+extern const sy_gemm_isa sy_gemm_isa_scalar;
+#if defined(__x86_64__) || defined(_M_X64)
+extern const sy_gemm_isa sy_gemm_isa_avx2;
+extern const sy_gemm_isa sy_gemm_isa_avx512;
+#endif
+
+/* Run a list of validated tasks (parallel as appropriate). */
+void sy_gemm_run(const sy_gemm_task *tasks, int ntasks);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Element-wise / row-wise kernels (one table per ISA, see ew_impl.h)                           */
+/* ------------------------------------------------------------------------------------------ */
+
+enum sy_unary_op {
+  SY_NEG = 0, SY_ABS, SY_EXP, SY_LOG, SY_SQRT, SY_RSQRT, SY_TANH, SY_SIGMOID, SY_SOFTPLUS,
+  SY_RELU, SY_GELU, SY_GELU_TANH, SY_SILU, SY_SQUARE, SY_SIGN, SY_UNARY_COUNT
+};
+enum sy_binary_op { SY_ADD = 0, SY_SUB, SY_MUL, SY_DIV, SY_MAX, SY_MIN, SY_POW, SY_BINARY_COUNT };
+enum sy_reduce_op { SY_RSUM = 0, SY_RMAX, SY_RMIN, SY_REDUCE_COUNT };
+
+typedef struct sy_ew_isa {
+  const char *name;
+  /* element-wise on [0, n) */
+  void (*unary)(int op, const float *x, float *out, int64_t n);
+  void (*unary_grad)(int op, const float *x, const float *y, const float *dy, float *dx, int64_t n);
+  void (*gated)(int act, const float *a, const float *b, float *out, int64_t n);
+  void (*gated_grad)(int act, const float *a, const float *b, const float *dy, float *da, float *db,
+                     int64_t n);
+  void (*affine)(const float *x, float scale, float shift, float *out, int64_t n);
+  /* out[i] = a[i*sa] op b[i*sb] for i < n, sa/sb in {0,1} (contiguous or broadcast scalar) */
+  void (*binary_1d)(int op, const float *a, int64_t sa, const float *b, int64_t sb, float *out,
+                    int64_t n);
+  /* rows [r0, r1) of a [rows, cols] problem */
+  void (*softmax)(const float *x, int64_t r0, int64_t r1, int64_t cols, int log, float *out);
+  void (*softmax_grad)(const float *y, const float *dy, int64_t r0, int64_t r1, int64_t cols, int log,
+                       float *dx);
+  void (*logsumexp)(const float *x, int64_t r0, int64_t r1, int64_t cols, float *out);
+  void (*rms_norm)(const float *x, const float *w, int64_t r0, int64_t r1, int64_t cols, float eps,
+                   float *out, float *rstd);
+  void (*rms_norm_grad_dx)(const float *x, const float *w, const float *rstd, const float *dy,
+                           int64_t r0, int64_t r1, int64_t cols, float *dx);
+  void (*layer_norm)(const float *x, const float *w, const float *b, int64_t r0, int64_t r1,
+                     int64_t cols, float eps, float *out, float *mean, float *rstd);
+  void (*layer_norm_grad_dx)(const float *x, const float *w, const float *mean, const float *rstd,
+                             const float *dy, int64_t r0, int64_t r1, int64_t cols, float *dx);
+  /* Column sums over all rows for columns [c0, c1): dw[c] += Σ_r dy[r,c]·(x[r,c]-mean[r])·rstd[r]
+   * (mean may be NULL: rmsNorm), db[c] += Σ_r dy[r,c]; either output may be NULL. */
+  void (*norm_param_grad)(const float *x, const float *mean, const float *rstd, const float *dy,
+                          int64_t rows, int64_t cols, int64_t c0, int64_t c1, float *dw, float *db);
+  void (*row_dot)(const float *a, const float *b, int64_t r0, int64_t r1, int64_t cols, float *out);
+  /* reduce over the middle axis for outer index o and inner range [i0, i1) */
+  void (*reduce)(int op, const float *x, int64_t o, int64_t len, int64_t inner, int64_t i0, int64_t i1,
+                 float *out);
+  /* out[idx[i], c] += w[i]·src[i, c] for i in [0, nidx), c in [c0, c1) */
+  void (*scatter_add)(const float *src, const int32_t *idx, const float *w, int64_t nidx, int64_t cols,
+                      int64_t c0, int64_t c1, float *out);
+} sy_ew_isa;
+
+extern const sy_ew_isa sy_ew_isa_scalar;
+#if defined(__x86_64__) || defined(_M_X64)
+extern const sy_ew_isa sy_ew_isa_avx2;
+extern const sy_ew_isa sy_ew_isa_avx512;
+#endif
+
+/* ------------------------------------------------------------------------------------------ */
+/* Runtime: ISA selection, thread pool, scratch                                                 */
+/* ------------------------------------------------------------------------------------------ */
+
+/* Selected once at load (CPU check; env SWITCHYARD_ISA=scalar|avx2|avx512 may lower it). */
+extern const sy_gemm_isa *sy_gemm_impl;
+extern const sy_ew_isa *sy_ew_impl;
+void sy_select_isa(void);
+const char *sy_isa_name(void);
+/* Force an ISA ("scalar", "avx2", "avx512"); returns 0 if unsupported on this CPU. */
+int sy_force_isa(const char *name);
+
+/* Parallel-for: fn(ctx, item, tid) for item in [0, nitems), items claimed dynamically by the
+ * calling thread (tid 0) and the pool workers (tid 1..threads-1). Runs inline when nitems <= 1,
+ * when the pool has one thread, or when another thread is already using the pool. Every kernel
+ * makes each item's result independent of which thread runs it. */
+typedef void (*sy_task_fn)(void *ctx, int64_t item, int tid);
+void sy_parallel_for(int64_t nitems, sy_task_fn fn, void *ctx);
+int sy_threads(void);          /* configured thread count (>= 1) */
+int sy_set_threads(int n);     /* n <= 0 means default; returns the new count */
+int sy_default_threads(void);
+
+/* Thread-local, 64-byte aligned, grow-only scratch (slot 0..3). Never freed while in use. */
+float *sy_scratch(int slot, size_t floats);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Parallel drivers (ops.c); arguments already validated by the addon                          */
+/* ------------------------------------------------------------------------------------------ */
+
+void sy_op_unary(int op, const float *x, float *out, int64_t n);
+void sy_op_unary_grad(int op, const float *x, const float *y, const float *dy, float *dx, int64_t n);
+void sy_op_gated(int act, const float *a, const float *b, float *out, int64_t n);
+void sy_op_gated_grad(int act, const float *a, const float *b, const float *dy, float *da, float *db, int64_t n);
+void sy_op_affine(const float *x, float scale, float shift, float *out, int64_t n);
+/* shape/strides of length nd (nd <= SY_MAX_DIMS) */
+#define SY_MAX_DIMS 32
+void sy_op_binary(int op, const float *a, const int64_t *as, const float *b, const int64_t *bs, float *out,
+                  const int64_t *shape, int nd);
+void sy_op_reduce(int op, const float *x, int64_t outer, int64_t len, int64_t inner, float *out);
+void sy_op_softmax(const float *x, int64_t rows, int64_t cols, int log, float *out);
+void sy_op_softmax_grad(const float *y, const float *dy, int64_t rows, int64_t cols, int log, float *dx);
+void sy_op_logsumexp(const float *x, int64_t rows, int64_t cols, float *out);
+void sy_op_rms_norm(const float *x, const float *w, int64_t rows, int64_t cols, float eps, float *out, float *rstd);
+void sy_op_rms_norm_grad(const float *x, const float *w, const float *rstd, const float *dy, int64_t rows,
+                         int64_t cols, float *dx, float *dw);
+void sy_op_layer_norm(const float *x, const float *w, const float *b, int64_t rows, int64_t cols, float eps,
+                      float *out, float *mean, float *rstd);
+void sy_op_layer_norm_grad(const float *x, const float *w, const float *mean, const float *rstd, const float *dy,
+                           int64_t rows, int64_t cols, float *dx, float *dw, float *db);
+void sy_op_permute(const float *x, const int64_t *shape, const int *perm, int nd, float *out);
+void sy_op_gather_rows(const float *src, const int32_t *idx, int64_t nidx, int64_t cols, float *out);
+void sy_op_scatter_add_rows(const float *src, const int32_t *idx, const float *w, int64_t nidx, int64_t cols,
+                            float *out, int64_t out_rows);
+void sy_op_row_dot(const float *a, const float *b, int64_t rows, int64_t cols, float *out);
+
+#endif
