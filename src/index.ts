@@ -10,3 +10,4 @@ export * from './optim/index.js';
 export * from './io/index.js';
 export * from './train/index.js';
 export * from './data/index.js';
+export * from './report/index.js';
