@@ -207,6 +207,22 @@ describe('Trainer', () => {
     expect(after.loss).toBeLessThan(before.loss);
   });
 
+  it('accepts batches without a token count (counts the targets) and LMBatcher-style sources', () => {
+    const lm = new MoETransformerLM(lmConfig());
+    const inner = new CyclicWindows(2, 16);
+    const data: TrainData = {
+      next: () => {
+        const { input, target } = inner.next();
+        return { input, target };
+      },
+      state: () => inner.state(),
+      setState: (s: unknown) => inner.setState(s),
+    };
+    const trainer = new Trainer(lm, data, options({ evalEvery: 1, evalData: () => [data.next()] }));
+    expect(trainer.step().tokens).toBe(32);
+    expect(Number.isFinite(trainer.evaluate().loss)).toBe(true);
+  });
+
   it('refuses invalid options with ValueError naming the option', () => {
     const lm = new MoETransformerLM(lmConfig());
     const data = new CyclicWindows(2, 16);

@@ -43,12 +43,14 @@ export interface TrainableModel {
   readonly config?: unknown;
 }
 
-/** One batch: model input, target, and the number of tokens (or examples) it holds. */
+/** One batch: model input, target, and the number of tokens (or examples) it holds (default: target.size). */
 export interface Batch {
   input: Tensor;
   target: Tensor;
-  tokens: number;
+  tokens?: number;
 }
+
+const batchTokens = (b: Batch): number => b.tokens ?? b.target.size;
 
 /** A seeded, resumable stream of training batches. `state()` must be JSON-able. */
 export interface TrainData {
@@ -227,6 +229,7 @@ export class Trainer<M extends TrainableModel = TrainableModel> {
     this.scheduler.step();
     for (const layer of this.moe) layer.updateBiasBalancing();
     const dt = seconds(t0);
+    const tokens = batchTokens(batch);
     this.stepCount++;
     const moe: LayerRoutingMetrics[] = out.moe.map(({ layer, out: o }) => ({
       layer,
@@ -244,8 +247,8 @@ export class Trainer<M extends TrainableModel = TrainableModel> {
       auxLoss: out.auxLoss.item(),
       lr,
       gradNorm,
-      tokens: batch.tokens,
-      tokensPerSecond: dt > 0 ? batch.tokens / dt : 0,
+      tokens,
+      tokensPerSecond: dt > 0 ? tokens / dt : 0,
       elapsedSeconds: this.elapsed(),
       moe,
     };
@@ -267,8 +270,9 @@ export class Trainer<M extends TrainableModel = TrainableModel> {
           if (batches >= this.options.evalBatches) break;
           batches++;
           const { loss, out } = this.model.loss(batch.input, batch.target);
-          lossSum += loss.item() * batch.tokens;
-          weight += batch.tokens;
+          const n = batchTokens(batch);
+          lossSum += loss.item() * n;
+          weight += n;
           if (want.includes('accuracy') && out.logits) {
             const logits = out.logits.f32;
             const classes = out.logits.shape[out.logits.rank - 1];
