@@ -118,6 +118,14 @@ describe('report charts', () => {
     expect(one.loss).toContain('aria-roledescription="point"');
   });
 
+  it('all-zero drop fractions: a 0..1% axis, and the subtitle says so', async () => {
+    const log = log50();
+    for (const st of log.steps) for (const m of st.moe) m.dropFraction = 0;
+    const t = textOf((await renderCharts(log)).dropFraction as string);
+    expect(t).toContain('none dropped in this run');
+    expect(t).toContain('1%');
+  });
+
   it('renders a run with no steps as notes instead of failing', async () => {
     const empty: RunLog = { name: 'empty', config: {}, startedAt: '', steps: [], evals: [] };
     const c = await renderCharts(empty);
@@ -179,7 +187,7 @@ describe('report html', () => {
     expect((html.match(/<span class="tok x/g) ?? []).length).toBe(2 * rs.tokens.length);
     const e0 = rs.layers[0].experts[0];
     const g0 = rs.layers[0].gates[0];
-    expect(html).toContain(`class="tok x${e0[0]}" title="&quot;Call&quot; · layer 1 · expert ${e0[0]} (gate ${Number(g0[0].toFixed(3))}), expert ${e0[1]}`);
+    expect(html).toContain(`class="tok x${e0[0]}" title="&quot;Call&quot; · layer 1 · expert ${e0[0]} (gate ${g0[0].toFixed(3)}), expert ${e0[1]}`);
     // Legend: one colour per expert, 8 distinct colours.
     for (let e = 0; e < 8; e++) expect(html).toContain(`.x${e}{background:${expertPalette(8)[e]}}`);
     expect(html).toContain('Run configuration');

@@ -6,8 +6,7 @@
  * router entropy vs step (one line per MoE layer) and throughput (tokens/s) vs step. A dense run has
  * no MoE charts (their builders return `null`); a run with no steps gets a small "no data" note.
  */
-import * as vega from 'vega';
-import { compile, type TopLevelSpec, type Config } from 'vega-lite';
+import type { TopLevelSpec, Config } from 'vega-lite';
 import type { RunLog, StepMetrics } from '../train/metrics.js';
 
 /** A Vega-Lite spec, as accepted by `vega-lite`'s `compile`. */
@@ -214,8 +213,8 @@ export function expertLoadSpec(log: RunLog): ChartSpec | null {
   const layers = runMoELayers(log);
   const E = runExpertCount(log);
   const rows = layers.length * E;
-  // Rows of 4..14 px, the whole map at most ~640 px tall.
-  const rowPx = Math.max(4, Math.min(14, Math.floor(640 / Math.max(1, rows))));
+  // Rows of 4..18 px, the whole map at most ~640 px tall.
+  const rowPx = Math.max(4, Math.min(18, Math.floor(640 / Math.max(1, rows))));
   const every = E <= 16 ? 1 : E <= 32 ? 2 : E <= 64 ? 4 : Math.ceil(E / 16);
   const expertTicks: number[] = [];
   for (let e = 0; e < E; e += every) expertTicks.push(e);
@@ -294,6 +293,10 @@ function perLayerSpec(
   for (const s of steps) for (const m of s.moe) if (finite(m[field])) values.push({ step: s.step, value: m[field], layer: `layer ${m.layer}` });
   if (values.length === 0) return null;
   const layerNames = runMoELayers(log).map((l) => `layer ${l}`);
+  const maxValue = Math.max(...values.map((v) => v.value));
+  // All-zero drop fractions: keep a 0..1% axis so the line sits on the floor, not mid-air.
+  const yScale = field === 'dropFraction' ? { domain: [0, Math.max(maxValue, 0.01)], nice: true } : { zero: false, nice: true };
+  if (field === 'dropFraction' && maxValue === 0) subtitle += ' (none dropped in this run)';
   const dom = stepDomain(steps);
   const layersSpec: unknown[] = [
     {
@@ -305,7 +308,7 @@ function perLayerSpec(
           type: 'quantitative',
           title: yTitle,
           axis: { format: yFormat },
-          scale: field === 'dropFraction' ? { domainMin: 0, nice: true } : { zero: false, nice: true },
+          scale: yScale,
         },
         color: { field: 'layer', type: 'nominal', title: 'MoE layer', sort: layerNames },
       },
@@ -377,8 +380,18 @@ export function throughputSpec(log: RunLog): ChartSpec | null {
   } as ChartSpec;
 }
 
+type VegaModules = [typeof import('vega'), typeof import('vega-lite')];
+let vegaModules: Promise<VegaModules> | null = null;
+
+/** vega and vega-lite, loaded on first use: importing Switchyard stays fast for code that draws no charts. */
+function loadVega(): Promise<VegaModules> {
+  vegaModules ??= Promise.all([import('vega'), import('vega-lite')]);
+  return vegaModules;
+}
+
 /** Render a Vega-Lite spec to a standalone SVG string in Node (no browser, no canvas, no network). */
 export async function renderSpecToSvg(spec: ChartSpec): Promise<string> {
+  const [vega, { compile }] = await loadVega();
   const compiled = compile(spec, { config: CHART_CONFIG }).spec;
   // No loader needed: every chart's data is inline. A loader that refuses everything makes that a guarantee.
   const loader = vega.loader();

@@ -68,7 +68,8 @@ export function inlineSvg(svg: string, idPrefix: string): string {
 function fmt(x: number | undefined | null, digits = 3): string {
   if (typeof x !== 'number' || !Number.isFinite(x)) return '–';
   if (x !== 0 && (Math.abs(x) >= 1e5 || Math.abs(x) < 1e-3)) return x.toExponential(2);
-  return Number(x.toFixed(digits)).toLocaleString('en-US', { maximumFractionDigits: digits });
+  if (x === 0) return '0';
+  return x.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits });
 }
 
 function pct(x: number | undefined | null, digits = 1): string {
@@ -273,7 +274,7 @@ header .sub{color:var(--muted);margin:0}
 h2{font-size:18px;margin:0 0 12px}
 h3{font-size:14px;margin:0 0 8px}
 section,.card{background:#fff;border:1px solid var(--line);border-radius:8px;padding:16px 18px;margin:16px 0}
-.cols{display:grid;grid-template-columns:repeat(auto-fit,minmax(360px,1fr));gap:16px}
+.cols{display:grid;grid-template-columns:repeat(auto-fit,minmax(360px,1fr));gap:16px;align-items:start}
 .cols>section{margin:0}
 table{border-collapse:collapse;width:100%}
 table.kv th{text-align:left;font-weight:500;color:var(--muted);padding:3px 12px 3px 0;white-space:nowrap;vertical-align:top;width:1%}
