@@ -1,8 +1,16 @@
 #!/usr/bin/env node
 /** The `switchyard` command line. Subcommands live one per file in src/cli/. */
-import { Command } from 'commander';
+import { Command, CommanderError } from 'commander';
 import { createRequire } from 'node:module';
+import { benchCommand } from './bench.js';
+import { errorLine } from './common.js';
+import { compareCommand } from './compare.js';
+import { demoCommand } from './demo.js';
+import { evalCommand } from './eval.js';
 import { infoCommand } from './info.js';
+import { inspectCommand } from './inspect.js';
+import { sampleCommand } from './sample.js';
+import { trainCommand } from './train.js';
 
 const require = createRequire(import.meta.url);
 const pkg = require('../../package.json') as { version: string };
@@ -13,9 +21,33 @@ export function buildProgram(): Command {
   program
     .name('switchyard')
     .description('Switchyard: Mixture-of-Experts for TypeScript. Build, train, inspect and serve sparse MoE models.')
-    .version(pkg.version);
-  program.addCommand(infoCommand());
+    .version(pkg.version)
+    .showSuggestionAfterError(false);
+  for (const cmd of [demoCommand(), trainCommand(), evalCommand(), sampleCommand(), inspectCommand(), compareCommand(), benchCommand(), infoCommand()]) {
+    program.addCommand(cmd);
+  }
+  // Errors become one line on stderr and a non-zero exit, never a stack trace.
+  const quiet = (c: Command): void => {
+    c.exitOverride();
+    c.configureOutput({ outputError: (str, write) => write(`switchyard: ${str.replace(/^error: /, '').trim()}\n`) });
+    c.commands.forEach(quiet);
+  };
+  quiet(program);
   return program;
 }
 
-buildProgram().parse(process.argv);
+async function main(): Promise<void> {
+  try {
+    await buildProgram().parseAsync(process.argv);
+  } catch (e) {
+    if (e instanceof CommanderError) {
+      // commander has printed its one-line message (or help/version, exit 0).
+      process.exitCode = e.exitCode;
+      return;
+    }
+    process.stderr.write(`switchyard: ${errorLine(e)}\n`);
+    process.exitCode = 1;
+  }
+}
+
+await main();
