@@ -29,6 +29,7 @@ export function buildProgram(): Command {
   // Errors become one line on stderr and a non-zero exit, never a stack trace.
   const quiet = (c: Command): void => {
     c.exitOverride();
+    c.showSuggestionAfterError(false);
     c.configureOutput({ outputError: (str, write) => write(`switchyard: ${str.replace(/^error: /, '').trim()}\n`) });
     c.commands.forEach(quiet);
   };
