@@ -40,11 +40,11 @@ SY_INLINE float sy_exp2part(float a, float b) {
   const float L2E = 1.44269504088896341f, C1 = 0.693359375f, C2 = -2.12194440e-4f;
   const float MAGIC = 12582912.0f; /* 1.5·2^23: round-to-nearest by addition */
   float s = a + b;
-  int clamped = !(s >= -104.0f && s <= 89.0f); /* also true for NaN */
   float sc = s > 89.0f ? 89.0f : s;
   sc = sc < -104.0f ? -104.0f : sc;
   sc = s != s ? 0.0f : sc;
-  float ac = clamped ? sc : a, bc = clamped ? 0.0f : b;
+  /* out of range (or NaN): reduce the clamped value instead of a + b */
+  float ac = sc == s ? a : sc, bc = sc == s ? b : 0.0f;
   float nf = (sc * L2E + MAGIC) - MAGIC;
   float r = (ac - nf * C1) - nf * C2 + bc;
   float r2 = r * r;
@@ -221,8 +221,9 @@ SY_INLINE float sy_log1p_pos(float u) { /* log(1+u) for u in [0, 1] */
 
 SY_INLINE float sy_softplus(float x) {
   float ax = x < 0.0f ? -x : x;
-  float mid = (x > 0.0f ? x : 0.0f) + sy_log1p_pos(sy_exp(-ax));
-  float r = x > 20.0f ? x : (x < -20.0f ? sy_exp(x) : mid);
+  float e = sy_exp(-ax);
+  float mid = (x > 0.0f ? x : 0.0f) + sy_log1p_pos(e);
+  float r = x > 20.0f ? x : (x < -20.0f ? e : mid); /* x < -20: exp(x) = exp(-|x|) */
   return x != x ? x : r;
 }
 
@@ -398,6 +399,9 @@ static void k_binary_1d(int op, const float *a, int64_t sa, const float *b, int6
 /* ------------------------------------------------------------------------------------------ */
 
 #define LANES 16
+/* Lane loop of a fixed-lane reduction. `unroll 1` keeps GCC from fully unrolling it before the
+ * loop vectoriser runs (after which it would not vectorise the NaN-aware selects). */
+#define LANE_LOOP _Pragma("GCC unroll 1") for (int j = 0; j < LANES; j++)
 
 /* NaN-propagating max of a row. */
 static float row_max(const float *x, int64_t n) {
@@ -405,7 +409,7 @@ static float row_max(const float *x, int64_t n) {
   for (int j = 0; j < LANES; j++) acc[j] = -INFINITY;
   int64_t i = 0;
   for (; i + LANES <= n; i += LANES)
-    for (int j = 0; j < LANES; j++) acc[j] = sy_max_nan(x[i + j], acc[j]);
+    LANE_LOOP acc[j] = sy_max_nan(x[i + j], acc[j]);
   float m = -INFINITY;
   for (int j = 0; j < LANES; j++) m = sy_max_nan(acc[j], m);
   for (; i < n; i++) m = sy_max_nan(x[i], m);
@@ -417,7 +421,7 @@ static double row_sum(const float *x, int64_t n) {
   for (int j = 0; j < LANES; j++) acc[j] = 0.0;
   int64_t i = 0;
   for (; i + LANES <= n; i += LANES)
-    for (int j = 0; j < LANES; j++) acc[j] += (double)x[i + j];
+    LANE_LOOP acc[j] += (double)x[i + j];
   double s = 0.0;
   for (int j = 0; j < LANES; j++) s += acc[j];
   for (; i < n; i++) s += (double)x[i];
@@ -429,7 +433,7 @@ static double row_dot(const float *x, const float *y, int64_t n) {
   for (int j = 0; j < LANES; j++) acc[j] = 0.0;
   int64_t i = 0;
   for (; i + LANES <= n; i += LANES)
-    for (int j = 0; j < LANES; j++) acc[j] += (double)x[i + j] * (double)y[i + j];
+    LANE_LOOP acc[j] += (double)x[i + j] * (double)y[i + j];
   double s = 0.0;
   for (int j = 0; j < LANES; j++) s += acc[j];
   for (; i < n; i++) s += (double)x[i] * (double)y[i];
@@ -442,7 +446,7 @@ static double row_var_sum(const float *x, double mu, int64_t n) {
   for (int j = 0; j < LANES; j++) acc[j] = 0.0;
   int64_t i = 0;
   for (; i + LANES <= n; i += LANES)
-    for (int j = 0; j < LANES; j++) {
+    LANE_LOOP {
       double d = (double)x[i + j] - mu;
       acc[j] += d * d;
     }
@@ -461,7 +465,7 @@ static double row_exp_sum(const float *x, float mx, float *out, int64_t n) {
   for (int j = 0; j < LANES; j++) acc[j] = 0.0;
   int64_t i = 0;
   for (; i + LANES <= n; i += LANES)
-    for (int j = 0; j < LANES; j++) {
+    LANE_LOOP {
       float e = sy_exp(x[i + j] - mx);
       out[i + j] = e;
       acc[j] += (double)e;
@@ -482,7 +486,7 @@ static double row_exp_sum_ns(const float *x, float mx, int64_t n) {
   for (int j = 0; j < LANES; j++) acc[j] = 0.0;
   int64_t i = 0;
   for (; i + LANES <= n; i += LANES)
-    for (int j = 0; j < LANES; j++) acc[j] += (double)sy_exp(x[i + j] - mx);
+    LANE_LOOP acc[j] += (double)sy_exp(x[i + j] - mx);
   double s = 0.0;
   for (int j = 0; j < LANES; j++) s += acc[j];
   for (; i < n; i++) s += (double)sy_exp(x[i] - mx);
@@ -500,8 +504,8 @@ static void k_softmax(const float *x, int64_t r0, int64_t r1, int64_t cols, int 
       float lse = (float)log(s);
       IVDEP for (int64_t c = 0; c < cols; c++) o[c] = (float)(((double)xr[c] - (double)mx) - (double)lse);
     } else {
-      double s = row_exp_sum(xr, mx, o, cols);
-      IVDEP for (int64_t c = 0; c < cols; c++) o[c] = (float)((double)o[c] / s);
+      double inv = 1.0 / row_exp_sum(xr, mx, o, cols);
+      IVDEP for (int64_t c = 0; c < cols; c++) o[c] = (float)((double)o[c] * inv);
     }
   }
 }
@@ -560,7 +564,7 @@ static void k_rms_norm_grad_dx(const float *x, const float *w, const float *rstd
       for (int j = 0; j < LANES; j++) acc[j] = 0.0;
       int64_t c = 0;
       for (; c + LANES <= cols; c += LANES)
-        for (int j = 0; j < LANES; j++) acc[j] += (double)g[c + j] * (double)w[c + j] * (double)xr[c + j];
+        LANE_LOOP acc[j] += (double)g[c + j] * (double)w[c + j] * (double)xr[c + j];
       double dot = 0.0;
       for (int j = 0; j < LANES; j++) dot += acc[j];
       for (; c < cols; c++) dot += (double)g[c] * (double)w[c] * (double)xr[c];
@@ -606,7 +610,7 @@ static void k_layer_norm_grad_dx(const float *x, const float *w, const float *me
     for (int j = 0; j < LANES; j++) a1[j] = a2[j] = 0.0;
     int64_t c = 0;
     for (; c + LANES <= cols; c += LANES)
-      for (int j = 0; j < LANES; j++) {
+      LANE_LOOP {
         double g = (double)gy[c + j] * (w ? (double)w[c + j] : 1.0);
         double xh = ((double)xr[c + j] - mu) * rs;
         a1[j] += g;
@@ -689,7 +693,7 @@ static void k_reduce(int op, const float *x, int64_t o, int64_t len, int64_t inn
       for (int j = 0; j < LANES; j++) acc[j] = INFINITY;
       int64_t i = 0;
       for (; i + LANES <= len; i += LANES)
-        for (int j = 0; j < LANES; j++) acc[j] = sy_min_nan(base[i + j], acc[j]);
+        LANE_LOOP acc[j] = sy_min_nan(base[i + j], acc[j]);
       float m = INFINITY;
       for (int j = 0; j < LANES; j++) m = sy_min_nan(acc[j], m);
       for (; i < len; i++) m = sy_min_nan(base[i], m);

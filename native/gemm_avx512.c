@@ -14,10 +14,10 @@
 #define NR 32
 
 #ifndef SY_AVX512_KC
-#define SY_AVX512_KC 384
+#define SY_AVX512_KC 512
 #endif
 #ifndef SY_AVX512_MC
-#define SY_AVX512_MC 168
+#define SY_AVX512_MC 112
 #endif
 
 /* In-place transpose of 16 rows of 16 floats. */
@@ -126,75 +126,87 @@ static void pack_b(int trans, const float *b, int64_t ldb, int kc, int nc, float
   }
 }
 
-#define FMA_ROW(i)                                   \
-  {                                                  \
-    __m512 av = _mm512_set1_ps(ap[i]);               \
-    c##i##0 = _mm512_fmadd_ps(av, b0, c##i##0);      \
-    c##i##1 = _mm512_fmadd_ps(av, b1, c##i##1);      \
+/*
+ * Register micro-kernel, instantiated for R = 2..14 rows and NV = 1..2 vectors of 16 columns so
+ * that edge tiles do not pay for a full 14x32 tile. Rows are broadcast from the MR-interleaved
+ * packed A panel, columns loaded from the NR-wide packed B panel. The arithmetic for an element
+ * (zero-initialised accumulator, FMAs in increasing k, then one add into C) is the same in every
+ * variant, so results do not depend on which variant computed a tile.
+ */
+SY_INLINE void micro_gen(const int R, const int NV, int64_t kc, const float *SY_RESTRICT ap,
+                         const float *SY_RESTRICT bp, float *c, int64_t ldc, int mr, int nr, int acc) {
+  __m512 cr[MR][2];
+#pragma GCC unroll 14
+  for (int i = 0; i < R; i++) {
+    cr[i][0] = _mm512_setzero_ps();
+    cr[i][1] = _mm512_setzero_ps();
   }
-#define ALL_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11) X(12) X(13)
-#define DECL_ROW(i) __m512 c##i##0 = _mm512_setzero_ps(), c##i##1 = _mm512_setzero_ps();
-#define SAVE_ROW(i) tmp[i][0] = c##i##0; tmp[i][1] = c##i##1;
-
-static void micro(int64_t kc, const float *SY_RESTRICT ap, const float *SY_RESTRICT bp, float *c,
-                  int64_t ldc, int mr, int nr, int acc) {
-  ALL_ROWS(DECL_ROW)
-  /* Prefetch the C tile (it is read or written after the loop). */
   for (int i = 0; i < mr; i++) {
     _mm_prefetch((const char *)(c + i * ldc), _MM_HINT_T0);
-    _mm_prefetch((const char *)(c + i * ldc + 16), _MM_HINT_T0);
+    if (NV > 1) _mm_prefetch((const char *)(c + i * ldc + 16), _MM_HINT_T0);
   }
-  int64_t l = 0;
-  for (; l + 2 <= kc; l += 2) {
+  for (int64_t l = 0; l < kc; l++) {
     _mm_prefetch((const char *)(bp + 8 * NR), _MM_HINT_T0);
-    _mm_prefetch((const char *)(bp + 8 * NR + 16), _MM_HINT_T0);
-    {
-      __m512 b0 = _mm512_load_ps(bp), b1 = _mm512_load_ps(bp + 16);
-      ALL_ROWS(FMA_ROW)
-    }
-    ap += MR;
-    bp += NR;
-    {
-      __m512 b0 = _mm512_load_ps(bp), b1 = _mm512_load_ps(bp + 16);
-      ALL_ROWS(FMA_ROW)
+    if (NV > 1) _mm_prefetch((const char *)(bp + 8 * NR + 16), _MM_HINT_T0);
+    __m512 b0 = _mm512_load_ps(bp);
+    __m512 b1 = NV > 1 ? _mm512_load_ps(bp + 16) : b0;
+#pragma GCC unroll 14
+    for (int i = 0; i < R; i++) {
+      __m512 av = _mm512_set1_ps(ap[i]);
+      cr[i][0] = _mm512_fmadd_ps(av, b0, cr[i][0]);
+      if (NV > 1) cr[i][1] = _mm512_fmadd_ps(av, b1, cr[i][1]);
     }
     ap += MR;
     bp += NR;
   }
-  for (; l < kc; l++) {
-    __m512 b0 = _mm512_load_ps(bp), b1 = _mm512_load_ps(bp + 16);
-    ALL_ROWS(FMA_ROW)
-    ap += MR;
-    bp += NR;
-  }
-  if (mr == MR && nr == NR) {
-#define STORE_FULL(i)                                                                  \
-    {                                                                                  \
-      float *cr = c + (int64_t)(i) * ldc;                                              \
-      if (acc) {                                                                       \
-        c##i##0 = _mm512_add_ps(_mm512_loadu_ps(cr), c##i##0);                         \
-        c##i##1 = _mm512_add_ps(_mm512_loadu_ps(cr + 16), c##i##1);                    \
-      }                                                                                \
-      _mm512_storeu_ps(cr, c##i##0);                                                   \
-      _mm512_storeu_ps(cr + 16, c##i##1);                                              \
-    }
-    ALL_ROWS(STORE_FULL)
-#undef STORE_FULL
-  } else {
-    __m512 tmp[MR][2];
-    ALL_ROWS(SAVE_ROW)
-    __mmask16 m0 = mask_n(nr), m1 = mask_n(nr > 16 ? nr - 16 : 0);
-    for (int i = 0; i < mr; i++) {
-      float *cr = c + (int64_t)i * ldc;
-      __m512 v0 = tmp[i][0], v1 = tmp[i][1];
-      if (acc) {
-        v0 = _mm512_add_ps(_mm512_maskz_loadu_ps(m0, cr), v0);
-        v1 = _mm512_add_ps(_mm512_maskz_loadu_ps(m1, cr + 16), v1);
+  if (nr == NV * 16) {
+#pragma GCC unroll 14
+    for (int i = 0; i < R; i++) {
+      if (i < mr) {
+        float *cp = c + (int64_t)i * ldc;
+        __m512 v0 = cr[i][0], v1 = cr[i][1];
+        if (acc) {
+          v0 = _mm512_add_ps(_mm512_loadu_ps(cp), v0);
+          if (NV > 1) v1 = _mm512_add_ps(_mm512_loadu_ps(cp + 16), v1);
+        }
+        _mm512_storeu_ps(cp, v0);
+        if (NV > 1) _mm512_storeu_ps(cp + 16, v1);
       }
-      _mm512_mask_storeu_ps(cr, m0, v0);
-      _mm512_mask_storeu_ps(cr + 16, m1, v1);
+    }
+  } else {
+    __mmask16 m0 = mask_n(nr), m1 = mask_n(nr > 16 ? nr - 16 : 0);
+#pragma GCC unroll 14
+    for (int i = 0; i < R; i++) {
+      if (i < mr) {
+        float *cp = c + (int64_t)i * ldc;
+        __m512 v0 = cr[i][0], v1 = cr[i][1];
+        if (acc) {
+          v0 = _mm512_add_ps(_mm512_maskz_loadu_ps(m0, cp), v0);
+          if (NV > 1) v1 = _mm512_add_ps(_mm512_maskz_loadu_ps(m1, cp + 16), v1);
+        }
+        _mm512_mask_storeu_ps(cp, m0, v0);
+        if (NV > 1) _mm512_mask_storeu_ps(cp + 16, m1, v1);
+      }
     }
   }
+}
+
+#define DEF_MICRO(R, NV)                                                                                   \
+  static void micro_##R##_##NV(int64_t kc, const float *ap, const float *bp, float *c, int64_t ldc, int mr, \
+                               int nr, int acc) {                                                          \
+    micro_gen(R, NV, kc, ap, bp, c, ldc, mr, nr, acc);                                                     \
+  }
+DEF_MICRO(14, 2) DEF_MICRO(12, 2) DEF_MICRO(10, 2) DEF_MICRO(8, 2) DEF_MICRO(6, 2) DEF_MICRO(4, 2) DEF_MICRO(2, 2)
+DEF_MICRO(14, 1) DEF_MICRO(12, 1) DEF_MICRO(10, 1) DEF_MICRO(8, 1) DEF_MICRO(6, 1) DEF_MICRO(4, 1) DEF_MICRO(2, 1)
+
+typedef void (*micro_fn)(int64_t, const float *, const float *, float *, int64_t, int, int, int);
+static const micro_fn micro_table[2][8] = {
+    {micro_2_1, micro_2_1, micro_4_1, micro_6_1, micro_8_1, micro_10_1, micro_12_1, micro_14_1},
+    {micro_2_2, micro_2_2, micro_4_2, micro_6_2, micro_8_2, micro_10_2, micro_12_2, micro_14_2},
+};
+
+static void micro(int64_t kc, const float *ap, const float *bp, float *c, int64_t ldc, int mr, int nr, int acc) {
+  micro_table[nr > 16][(mr + 1) >> 1](kc, ap, bp, c, ldc, mr, nr, acc);
 }
 
 const sy_gemm_isa sy_gemm_isa_avx512 = {
