@@ -164,6 +164,24 @@ export interface Backend {
   /** out[i] = Σ_c a[i, c] · b[i, c]: row-wise dot products (the combine-weight gradient). */
   rowDot(a: Float32Array, b: Float32Array, rows: number, cols: number, out: Float32Array): void;
 
+  /** Σ x[i]² accumulated in float64 (gradient-norm clipping). */
+  sumSquares(x: Float32Array): number;
+
+  /**
+   * One fused AdamW update (Loshchilov & Hutter 2019, torch.optim.AdamW order), per element with
+   * g = sign·grad[i]: p ← p·decay; m ← β₁m + (1-β₁)g; v ← β₂v + (1-β₂)g²; (AMSGrad: vmax ← max(vmax, v));
+   * p ← p − stepSize·m / (√(vmax or v)/bc2Sqrt + eps). Scalars come precomputed in float64:
+   * stepSize = lr/(1-β₁ᵗ), bc2Sqrt = √(1-β₂ᵗ), decay = 1 - lr·weightDecay.
+   */
+  adamw(
+    p: Float32Array,
+    grad: Float32Array,
+    m: Float32Array,
+    v: Float32Array,
+    vmax: Float32Array | null,
+    h: { beta1: number; beta2: number; stepSize: number; bc2Sqrt: number; eps: number; decay: number; sign: number },
+  ): void;
+
   /** Fused gated activation (GLU family, Shazeer 2020): out = act(a) ⊙ b. */
   gatedAct(act: Activation, a: Float32Array, b: Float32Array, out: Float32Array): void;
   /** Backward of gatedAct: da = dy ⊙ b ⊙ act'(a), db = dy ⊙ act(a) (both overwritten). */

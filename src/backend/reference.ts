@@ -426,6 +426,36 @@ export class ReferenceBackend implements Backend {
     }
   }
 
+  sumSquares(x: Float32Array): number {
+    let acc = 0;
+    for (let i = 0; i < x.length; i++) acc += x[i] * x[i];
+    return acc;
+  }
+
+  adamw(
+    p: Float32Array,
+    grad: Float32Array,
+    m: Float32Array,
+    v: Float32Array,
+    vmax: Float32Array | null,
+    h: { beta1: number; beta2: number; stepSize: number; bc2Sqrt: number; eps: number; decay: number; sign: number },
+  ): void {
+    const { beta1, beta2, stepSize, bc2Sqrt, eps, decay, sign } = h;
+    for (let i = 0; i < p.length; i++) {
+      const g = sign * grad[i];
+      // Decoupled decay first, from the pre-update parameter (torch order).
+      if (decay !== 1) p[i] *= decay;
+      m[i] = beta1 * m[i] + (1 - beta1) * g;
+      v[i] = beta2 * v[i] + (1 - beta2) * g * g;
+      let second = v[i];
+      if (vmax) {
+        if (!(second <= vmax[i])) vmax[i] = second; // NaN propagates, as torch.maximum
+        second = vmax[i];
+      }
+      p[i] -= (stepSize * m[i]) / (Math.sqrt(second) / bc2Sqrt + eps);
+    }
+  }
+
   gatedAct(act: Activation, a: Float32Array, b: Float32Array, out: Float32Array): void {
     for (let i = 0; i < a.length; i++) out[i] = unaryScalar(act, a[i]) * b[i];
   }

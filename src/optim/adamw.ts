@@ -3,6 +3,7 @@
  * 2015) with weight decay applied to the parameters directly instead of through the gradient.
  * Matches torch.optim.AdamW, including its defaults and the AMSGrad variant (Reddi et al. 2018).
  */
+import { getBackend } from '../backend/index.js';
 import { ValueError } from '../errors.js';
 import { Optimizer, checkBoolean, checkNumber, definedOnly, stateArray, stateCount, type GroupHyperparams, type OptimizerParams, type ParamGroup, type ParamState } from './optimizer.js';
 
@@ -84,19 +85,6 @@ export class AdamW extends Optimizer<AdamWHyperparams, AdamWState> {
     const bc2Sqrt = Math.sqrt(1 - beta2 ** t);
     const decay = 1 - lr * wd;
     if (amsgrad && s.maxExpAvgSq.length !== p.length) s.maxExpAvgSq = new Float32Array(p.length);
-    const m = s.expAvg, v = s.expAvgSq, vmax = s.maxExpAvgSq;
-    for (let i = 0; i < p.length; i++) {
-      const g = sign * grad[i];
-      // Decoupled decay first, from the pre-update parameter (torch order).
-      if (wd !== 0) p[i] *= decay;
-      m[i] = beta1 * m[i] + (1 - beta1) * g;
-      v[i] = beta2 * v[i] + (1 - beta2) * g * g;
-      let second = v[i];
-      if (amsgrad) {
-        if (!(second <= vmax[i])) vmax[i] = second; // NaN propagates, as torch.maximum
-        second = vmax[i];
-      }
-      p[i] -= (stepSize * m[i]) / (Math.sqrt(second) / bc2Sqrt + eps);
-    }
+    getBackend().adamw(p, grad, s.expAvg, s.expAvgSq, amsgrad ? s.maxExpAvgSq : null, { beta1, beta2, stepSize, bc2Sqrt, eps, decay: wd !== 0 ? decay : 1, sign });
   }
 }

@@ -1,4 +1,5 @@
 /** Gradient clipping by global norm (Pascanu et al. 2013), exactly torch.nn.utils.clip_grad_norm_. */
+import { getBackend } from '../backend/index.js';
 import { ValueError } from '../errors.js';
 import { noGrad } from '../tensor/autodiff.js';
 import type { Tensor } from '../tensor/tensor.js';
@@ -33,7 +34,7 @@ export function clipGradNorm(params: Iterable<Tensor>, maxNorm: number, normType
   } else {
     let acc = 0;
     for (const g of grads) {
-      if (normType === 2) for (let i = 0; i < g.length; i++) acc += g[i] * g[i];
+      if (normType === 2) acc += getBackend().sumSquares(g);
       else if (normType === 1) for (let i = 0; i < g.length; i++) acc += Math.abs(g[i]);
       else for (let i = 0; i < g.length; i++) acc += Math.abs(g[i]) ** normType;
     }
@@ -45,7 +46,7 @@ export function clipGradNorm(params: Iterable<Tensor>, maxNorm: number, normType
   // Math.min propagates NaN like torch.clamp, so a NaN norm poisons the gradients visibly.
   const scale = Math.min(maxNorm / (total + 1e-6), 1);
   noGrad(() => {
-    for (const g of grads) for (let i = 0; i < g.length; i++) g[i] *= scale;
+    for (const g of grads) getBackend().affine(g, scale, 0, g);
   });
   return total;
 }
