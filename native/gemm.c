@@ -8,9 +8,8 @@
  *
  * Scheduling of a call (a task list):
  *   - tiny calls (< SY_GEMM_PAR_FLOPS) run serially on the calling thread;
- *   - a task holding more than 1/(2T) of the work is run by all threads: its op(B) column chunk
- *     is packed once into a shared buffer (parallel over panels), then row-block x column-block
- *     units (each packs its own A block) are claimed dynamically;
+ *   - a task holding more than 1/(2T) of the work is run by all threads as 2T row-block x
+ *     column-block units, each packing its own A rows and B columns (see task_parallel);
  *   - the remaining tasks (the MoE grouped case) are claimed whole by threads, largest first,
  *     each thread packing into its own thread-local buffers.
  */
@@ -25,11 +24,21 @@
 #ifndef SY_GEMM_NC
 #define SY_GEMM_NC 1536 /* columns per packed B block on the serial path */
 #endif
-#define SY_SHARED_B_FLOATS (4 << 20) /* cap of the shared packed-B chunk (16 MiB) */
 
 static inline int imin(int a, int b) { return a < b ? a : b; }
 static inline int imax(int a, int b) { return a > b ? a : b; }
 static inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+#ifndef SY_GEMM_UNITS_PER_THREAD
+#define SY_GEMM_UNITS_PER_THREAD 2 /* blocks per thread for a big task (dynamic balance) */
+#endif
+
+/* Split `total` panels into `parts` nearly equal ranges; range r = [lo, hi). */
+static inline void split_range(int total, int parts, int r, int *lo, int *hi) {
+  int base = total / parts, rem = total % parts;
+  *lo = r * base + imin(r, rem);
+  *hi = *lo + base + (r < rem ? 1 : 0);
+}
 
 static inline const float *a_at(const sy_gemm_task *t, int64_t i, int64_t l) {
   return t->trans_a ? t->a + l * t->lda + i : t->a + i * t->lda + l;
@@ -65,6 +74,21 @@ static void macro_block(const sy_gemm_isa *isa, const sy_gemm_task *t, int i0, i
   }
 }
 
+/* C rows [i0, i1) x cols [j0, j1) of a task (k > 0) on the calling thread, thread-local packing. */
+static void region_serial(const sy_gemm_isa *isa, const sy_gemm_task *t, int i0, int i1, int j0, int j1) {
+  const int KC = isa->kc, NR = isa->nr;
+  const int NC = (SY_GEMM_NC / NR) * NR;
+  for (int jc = j0; jc < j1; jc += NC) {
+    int ncb = imin(NC, j1 - jc);
+    for (int p0 = 0; p0 < t->k; p0 += KC) {
+      int kcb = imin(KC, t->k - p0);
+      float *bp = sy_scratch(1, (size_t)KC * (size_t)(NC + NR) + 64);
+      isa->pack_b(t->trans_b, b_at(t, p0, jc), t->ldb, kcb, ncb, bp);
+      macro_block(isa, t, i0, i1, jc, jc + ncb, p0, kcb, bp, t->accumulate || p0 > 0);
+    }
+  }
+}
+
 /* Whole task on the calling thread with thread-local pack buffers. */
 static void task_serial(const sy_gemm_isa *isa, const sy_gemm_task *t) {
   if (t->m <= 0 || t->n <= 0) return;
@@ -72,17 +96,7 @@ static void task_serial(const sy_gemm_isa *isa, const sy_gemm_task *t) {
     if (!t->accumulate) zero_c(t);
     return;
   }
-  const int KC = isa->kc, NR = isa->nr;
-  const int NC = (SY_GEMM_NC / NR) * NR;
-  for (int jc = 0; jc < t->n; jc += NC) {
-    int ncb = imin(NC, t->n - jc);
-    for (int p0 = 0; p0 < t->k; p0 += KC) {
-      int kcb = imin(KC, t->k - p0);
-      float *bp = sy_scratch(1, (size_t)KC * (size_t)(NC + NR) + 64);
-      isa->pack_b(t->trans_b, b_at(t, p0, jc), t->ldb, kcb, ncb, bp);
-      macro_block(isa, t, 0, t->m, jc, jc + ncb, p0, kcb, bp, t->accumulate || p0 > 0);
-    }
-  }
+  region_serial(isa, t, 0, t->m, 0, t->n);
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -92,96 +106,47 @@ static void task_serial(const sy_gemm_isa *isa, const sy_gemm_task *t) {
 typedef struct {
   const sy_gemm_isa *isa;
   const sy_gemm_task *t;
-  float *sb;      /* shared packed B for columns [jc, jc + ncb), all depth blocks */
-  int jc, ncb;    /* column chunk */
-  int ncp;        /* ncb rounded up to NR */
-  int nkb;        /* depth blocks */
-  int pgroup;     /* panels per pack item */
-  int npanels;
-  int ngroups;
-  /* units: R row blocks (of panels) x S column blocks (of panels) */
   int R, S, mp, np;
-} par_ctx;
+} priv_ctx;
 
-static inline float *sb_block(const par_ctx *c, int pb) { return c->sb + (int64_t)pb * c->isa->kc * c->ncp; }
-
-static void par_pack(void *vctx, int64_t item, int tid) {
+static void priv_unit(void *vctx, int64_t item, int tid) {
   (void)tid;
-  const par_ctx *c = (const par_ctx *)vctx;
-  const sy_gemm_isa *isa = c->isa;
-  const sy_gemm_task *t = c->t;
-  int pb = (int)(item / c->ngroups), g = (int)(item % c->ngroups);
-  int p0 = pb * isa->kc, kcb = imin(isa->kc, t->k - p0);
-  int q0 = g * c->pgroup, q1 = imin(c->npanels, q0 + c->pgroup);
-  int col0 = q0 * isa->nr, col1 = imin(c->ncb, q1 * isa->nr);
-  isa->pack_b(t->trans_b, b_at(t, p0, c->jc + col0), t->ldb, kcb, col1 - col0,
-              sb_block(c, pb) + (int64_t)col0 * kcb);
-}
-
-/* Split `total` panels into `parts` nearly equal ranges; range r = [lo, hi). */
-static inline void split_range(int total, int parts, int r, int *lo, int *hi) {
-  int base = total / parts, rem = total % parts;
-  *lo = r * base + imin(r, rem);
-  *hi = *lo + base + (r < rem ? 1 : 0);
-}
-
-static void par_unit(void *vctx, int64_t item, int tid) {
-  (void)tid;
-  const par_ctx *c = (const par_ctx *)vctx;
-  const sy_gemm_isa *isa = c->isa;
-  const sy_gemm_task *t = c->t;
+  const priv_ctx *c = (const priv_ctx *)vctx;
   int r = (int)(item / c->S), s = (int)(item % c->S);
   int plo, phi, qlo, qhi;
   split_range(c->mp, c->R, r, &plo, &phi);
   split_range(c->np, c->S, s, &qlo, &qhi);
-  int i0 = plo * isa->mr, i1 = imin(t->m, phi * isa->mr);
-  int j0 = qlo * isa->nr, j1 = imin(c->ncb, qhi * isa->nr);
-  if (i0 >= i1 || j0 >= j1) return;
-  for (int pb = 0; pb < c->nkb; pb++) {
-    int p0 = pb * isa->kc, kcb = imin(isa->kc, t->k - p0);
-    macro_block(isa, t, i0, i1, c->jc + j0, c->jc + j1, p0, kcb, sb_block(c, pb) + (int64_t)j0 * kcb,
-                t->accumulate || pb > 0);
-  }
+  int i0 = plo * c->isa->mr, i1 = imin(c->t->m, phi * c->isa->mr);
+  int j0 = qlo * c->isa->nr, j1 = imin(c->t->n, qhi * c->isa->nr);
+  if (i0 < i1 && j0 < j1) region_serial(c->isa, c->t, i0, i1, j0, j1);
 }
 
+/*
+ * One big task on all threads: R x S = 2T blocks (panel-aligned, near-equal), claimed dynamically;
+ * each block packs its own A rows and B columns into thread-local buffers. The split minimises the
+ * redundant packing (S-1)·m·k + (R-1)·k·n, which stays a few percent of the work; no thread
+ * waits on another's packing and no packed data crosses cores.
+ */
 static void task_parallel(const sy_gemm_isa *isa, const sy_gemm_task *t, int T) {
-  const int NR = isa->nr, MR = isa->mr, KC = isa->kc;
-  par_ctx c;
-  c.isa = isa;
-  c.t = t;
-  c.nkb = (int)ceil_div(t->k, KC);
-  int64_t kpad = (int64_t)c.nkb * KC;
-  int chunk = (int)((SY_SHARED_B_FLOATS / kpad) / NR * NR);
-  if (chunk < NR) chunk = NR;
-  for (int jc = 0; jc < t->n; jc += chunk) {
-    c.jc = jc;
-    c.ncb = imin(chunk, t->n - jc);
-    c.npanels = (int)ceil_div(c.ncb, NR);
-    c.ncp = c.npanels * NR;
-    c.sb = sy_scratch(2, (size_t)kpad * (size_t)c.ncp + 64);
-    /* Phase 1: pack op(B) for this column chunk, in parallel. */
-    int items_wanted = 4 * T;
-    int per_kb = (int)ceil_div(items_wanted, c.nkb);
-    c.pgroup = imax(1, (int)ceil_div(c.npanels, imax(1, per_kb)));
-    c.ngroups = (int)ceil_div(c.npanels, c.pgroup);
-    sy_parallel_for((int64_t)c.nkb * c.ngroups, par_pack, &c);
-    /* Phase 2: row-block x column-block units. */
-    c.mp = (int)ceil_div(t->m, MR);
-    c.np = c.npanels;
-    int maxp = imax(1, isa->mc / MR);
-    int R = (int)ceil_div(c.mp, maxp);
-    R = (int)(ceil_div(R, T) * T); /* a multiple of T keeps the split even */
-    if (R > c.mp) R = c.mp;
-    int S = 1;
-    if (R < 2 * T) {
-      S = (int)ceil_div(2 * T, R);
-      int maxS = imax(1, c.np / 2); /* keep column blocks >= 2 panels */
-      if (S > maxS) S = maxS;
+  int U = SY_GEMM_UNITS_PER_THREAD * T;
+  priv_ctx c = {isa, t, 1, 1, (int)ceil_div(t->m, isa->mr), (int)ceil_div(t->n, isa->nr)};
+  double best = -1;
+  for (int R = 1; R <= U; R++) {
+    if (U % R) continue;
+    int S = U / R;
+    if (R > c.mp || S > c.np) continue;
+    double cost = (double)(S - 1) * t->m + (double)(R - 1) * t->n;
+    if (best < 0 || cost < best) {
+      best = cost;
+      c.R = R;
+      c.S = S;
     }
-    c.R = R;
-    c.S = S;
-    sy_parallel_for((int64_t)R * S, par_unit, &c);
   }
+  if (best < 0) { /* fewer panels than units: one block per panel row/column */
+    c.R = imin(c.mp, U);
+    c.S = imax(1, imin(c.np, U / c.R));
+  }
+  sy_parallel_for((int64_t)c.R * c.S, priv_unit, &c);
 }
 
 /* ---------------------------------------------------------------------------------------- */
