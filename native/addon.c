@@ -836,7 +836,7 @@ static napi_value js_set_threads(napi_env env, napi_callback_info info) {
 static napi_value js_default_threads(napi_env env, napi_callback_info info) {
   (void)info;
   napi_value v;
-  napi_create_int32(env, sy_default_threads(), &v);
+  napi_create_int32(env, sy_initial_threads(), &v);
   return v;
 }
 

@@ -192,6 +192,8 @@ int sy_default_threads(void) {
   return (int)n;
 }
 
+static int initial_threads = 1; /* SWITCHYARD_THREADS, else the online CPU count */
+
 static void pool_init(void) {
   int n = sy_default_threads();
   const char *env = getenv("SWITCHYARD_THREADS");
@@ -199,7 +201,13 @@ static void pool_init(void) {
     long v = strtol(env, NULL, 10);
     if (v >= 1) n = v > SY_MAX_THREADS ? SY_MAX_THREADS : (int)v;
   }
+  initial_threads = n;
   start_workers(n);
+}
+
+int sy_initial_threads(void) {
+  pthread_once(&pool_once, pool_init);
+  return initial_threads;
 }
 
 static void lock_pool(void) {
@@ -214,7 +222,7 @@ int sy_threads(void) {
 
 int sy_set_threads(int n) {
   pthread_once(&pool_once, pool_init);
-  if (n <= 0) n = sy_default_threads();
+  if (n <= 0) n = initial_threads;
   lock_pool();
   if (n != P.nthreads) {
     stop_workers();

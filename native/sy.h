@@ -147,8 +147,9 @@ int sy_force_isa(const char *name);
 typedef void (*sy_task_fn)(void *ctx, int64_t item, int tid);
 void sy_parallel_for(int64_t nitems, sy_task_fn fn, void *ctx);
 int sy_threads(void);          /* configured thread count (>= 1) */
-int sy_set_threads(int n);     /* n <= 0 means default; returns the new count */
-int sy_default_threads(void);
+int sy_set_threads(int n);     /* n <= 0 restores the startup count; returns the new count */
+int sy_default_threads(void);  /* online CPUs (capped by the affinity mask) */
+int sy_initial_threads(void);  /* the startup count: SWITCHYARD_THREADS, else sy_default_threads() */
 
 /* Thread-local, 64-byte aligned, grow-only scratch (slot 0..3). Never freed while in use. */
 float *sy_scratch(int slot, size_t floats);

@@ -127,11 +127,11 @@ export class NativeBackend extends ReferenceBackend {
   override get threads(): number {
     return this.#a.threads();
   }
-  /** Resize the pool (process-wide); n <= 0 restores the default. Returns the new count. */
+  /** Resize the pool (process-wide); n <= 0 restores the startup count. Returns the new count. */
   setThreads(n: number): number {
     return this.#a.setThreads(Math.max(0, Math.floor(n)));
   }
-  /** The default thread count (online CPUs, or SWITCHYARD_THREADS). */
+  /** The startup thread count: env SWITCHYARD_THREADS if set, else the number of online CPUs. */
   get defaultThreads(): number {
     return this.#a.defaultThreads();
   }
