@@ -322,22 +322,24 @@ static void run_param_grad(pg_ctx *c) {
 
 void sy_op_rms_norm_grad(const float *x, const float *w, const float *rstd, const float *dy, int64_t rows,
                          int64_t cols, float *dx, float *dw) {
-  row_ctx c = {.x = x, .w = w, .rstd = rstd, .dy = dy, .out = dx, .rows = rows, .cols = cols, .kind = R_RMS_DX};
-  run_rows(&c);
+  /* weight gradient first: it reads dy, so dx may alias dy */
   if (dw && w) {
     pg_ctx p = {.x = x, .mean = NULL, .rstd = rstd, .dy = dy, .dw = dw, .db = NULL, .rows = rows, .cols = cols};
     run_param_grad(&p);
   }
+  row_ctx c = {.x = x, .w = w, .rstd = rstd, .dy = dy, .out = dx, .rows = rows, .cols = cols, .kind = R_RMS_DX};
+  run_rows(&c);
 }
 
 void sy_op_layer_norm_grad(const float *x, const float *w, const float *mean, const float *rstd, const float *dy,
                            int64_t rows, int64_t cols, float *dx, float *dw, float *db) {
-  row_ctx c = {.x = x, .w = w, .mean = mean, .rstd = rstd, .dy = dy, .out = dx, .rows = rows, .cols = cols,
-               .kind = R_LN_DX};
-  run_rows(&c);
+  /* weight/bias gradients first: they read dy, so dx may alias dy */
   pg_ctx p = {.x = x, .mean = mean, .rstd = rstd, .dy = dy, .dw = (dw && w) ? dw : NULL, .db = db, .rows = rows,
               .cols = cols};
   run_param_grad(&p);
+  row_ctx c = {.x = x, .w = w, .mean = mean, .rstd = rstd, .dy = dy, .out = dx, .rows = rows, .cols = cols,
+               .kind = R_LN_DX};
+  run_rows(&c);
 }
 
 /* ---------------------------------------------------------------------------------------- */
