@@ -124,7 +124,8 @@ static void priv_unit(void *vctx, int64_t item, int tid) {
 /*
  * One big task on all threads: R x S = 2T blocks (panel-aligned, near-equal), claimed dynamically;
  * each block packs its own A rows and B columns into thread-local buffers. The split minimises the
- * redundant packing (S-1)·m·k + (R-1)·k·n, which stays a few percent of the work; no thread
+ * redundant packing (S-1)·m·k·ca + (R-1)·k·n·cb (ca, cb: relative cost of a transposing vs a
+ * copying pack), which stays a few percent of the work; no thread
  * waits on another's packing and no packed data crosses cores.
  */
 static void task_parallel(const sy_gemm_isa *isa, const sy_gemm_task *t, int T) {
@@ -135,7 +136,9 @@ static void task_parallel(const sy_gemm_isa *isa, const sy_gemm_task *t, int T) 
     if (U % R) continue;
     int S = U / R;
     if (R > c.mp || S > c.np) continue;
-    double cost = (double)(S - 1) * t->m + (double)(R - 1) * t->n;
+    /* packing cost per element: a transposing pack (row-major A, transposed B) ~2x a copy */
+    double ca = t->trans_a ? 1.0 : 2.0, cb = t->trans_b ? 2.0 : 1.0;
+    double cost = (double)(S - 1) * t->m * ca + (double)(R - 1) * t->n * cb;
     if (best < 0 || cost < best) {
       best = cost;
       c.R = R;
