@@ -197,6 +197,7 @@ async function main() {
     console.error(`${PYTHON} not found`);
     process.exit(1);
   }
+  const loadStart = os.loadavg()[0];
   const configs = [];
   for (const threads of [2, 1]) {
     configs.push({ label: `default, ${threads} thread${threads > 1 ? 's' : ''}`, env: numpyEnv(threads, null) });
@@ -251,13 +252,23 @@ async function main() {
     return { ...c, g: c.flops / median(ts) / 1e9 };
   });
 
-  const cpu = os.cpus()[0]?.model ?? 'unknown CPU';
+  let cpu = os.cpus()[0]?.model ?? 'unknown CPU';
+  try {
+    const info = readFileSync('/proc/cpuinfo', 'utf8');
+    const field = (k) => info.match(new RegExp(`^${k}\\s*:\\s*(.*)$`, 'm'))?.[1];
+    const flags = field('flags') ?? '';
+    const l2 = readFileSync('/sys/devices/system/cpu/cpu0/cache/index2/size', 'utf8').trim();
+    const isa = ['avx512f', 'avx2', 'fma'].filter((f) => flags.split(' ').includes(f)).join('/');
+    cpu += ` (family ${field('cpu family')} model ${field('model')}, ${isa}, L2 ${l2}/core${flags.includes('hypervisor') ? ', VM' : ''})`;
+  } catch {
+    // not Linux: keep the model name
+  }
   const date = new Date().toISOString().slice(0, 10);
   const auto = workers.find((w) => w.label.startsWith('default'))?.info ?? {};
   const lines = [];
   lines.push(`Machine: ${cpu}, ${os.cpus().length} CPUs, ${os.platform()} ${os.release()}; Node ${process.version}; date ${date}.`);
   lines.push(`Switchyard native: ISA path ${nb.isa}, ${nb.threads} threads. numpy ${auto.numpy} with ${auto.blas ?? 'BLAS ?'} (OpenBLAS auto-detected core: ${auto.coretype ?? '?'}).`);
-  lines.push(`Command: \`npx tsc -p tsconfig.build.json && node bench/matmul.mjs --rounds ${ROUNDS}\` (alternating runs, ${ROUNDS} rounds x ${SLICE}s per side per shape; medians over all calls).`);
+  lines.push(`Command: \`npx tsc -p tsconfig.build.json && node bench/matmul.mjs --rounds ${ROUNDS}\` (alternating runs, ${ROUNDS} rounds x ${SLICE}s per side per shape; medians over all calls). 1-minute load average ${loadStart.toFixed(2)} at start, ${os.loadavg()[0].toFixed(2)} at end (this benchmark alone accounts for up to ~2; other work shares this VM).`);
   lines.push('');
   lines.push('| shape | Switchyard native GFLOP/s | numpy best GFLOP/s (config) | ratio | numpy default detection GFLOP/s (config) | ratio |');
   lines.push('|---|---:|---:|---:|---:|---:|');
