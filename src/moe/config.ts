@@ -40,6 +40,29 @@ export interface TopKRouterConfig {
   /** Enforce capacity over the whole batch or per sequence of a [batch, seq, dModel] input. */
   capacityScope?: 'batch' | 'sequence';
   biasBalancing?: BiasBalancingConfig | null;
+  /**
+   * How router logits become scores: 'softmax' over the experts (default; Switch, Mixtral, Qwen-MoE,
+   * OLMoE) or an independent 'sigmoid' per expert (DeepSeek-V3 `scoring_func: "sigmoid"`). Selection
+   * uses scores (+ the gate's `e_score_correction_bias` when present); combine weights are the
+   * unbiased scores of the chosen experts (renormalised when `normalize`).
+   */
+  scoring?: 'softmax' | 'sigmoid';
+  /**
+   * Group-limited selection (DeepSeek-V2 `group_limited_greedy`, DeepSeek-V3 `noaux_tc`): the E
+   * experts form `numGroups` equal groups, each token keeps its best `topkGroups` groups and picks
+   * its k experts inside them. A group's score is the sum of its 2 best selection scores
+   * ('top2sum', DeepSeek-V3 `n_group`/`topk_group`) or its best score ('max', DeepSeek-V2).
+   * Experts of dropped groups score 0 for selection (as Hugging Face's masked_fill(…, 0.0)).
+   */
+  groups?: { numGroups: number; topkGroups: number; groupScore?: 'top2sum' | 'max' } | null;
+  /** Multiplier of the routed experts' combine weights (DeepSeek `routed_scaling_factor`). Default 1. */
+  routedScalingFactor?: number;
+  /**
+   * Give the gate an `e_score_correction_bias` buffer added to the scores for selection only, even
+   * without bias balancing (DeepSeek-V3 inference: the trained bias comes from the checkpoint).
+   * Default false; bias balancing implies it.
+   */
+  selectionBias?: boolean;
 }
 
 /** Expert choice (Zhou et al. 2022): each expert picks its top C = ceil(capacityFactor · tokens / numExperts) tokens. */
@@ -80,10 +103,25 @@ export interface MoEConfig {
   numSharedExperts?: number;
   /** Hidden size of each shared expert (default dFF). */
   sharedDFF?: number;
+  /**
+   * Qwen2-MoE shared-expert gate (`mlp.shared_expert_gate`, a [1, dModel] linear): the shared
+   * experts' output is scaled per token by sigmoid(x·wᵀ) before it is added. Default false.
+   */
+  sharedExpertGate?: boolean;
   losses?: LossConfig;
   /** Seed for weight initialisation and training noise (default 0). */
   seed?: number;
 }
+
+/** Resolved group-limited selection. */
+export interface ResolvedTopKGroups {
+  numGroups: number;
+  topkGroups: number;
+  groupScore: 'top2sum' | 'max';
+}
+
+/** A resolved token-choice router: every default filled in. */
+export type ResolvedTopKRouter = Required<Omit<TopKRouterConfig, 'biasBalancing' | 'groups'>> & { groups: ResolvedTopKGroups | null };
 
 /** A validated config with every default filled in. */
 export interface ResolvedMoEConfig {
@@ -91,9 +129,10 @@ export interface ResolvedMoEConfig {
   dFF: number;
   numExperts: number;
   expert: { activation: Activation; gated: boolean };
-  router: Required<Omit<TopKRouterConfig, 'biasBalancing'>> | Required<ExpertChoiceRouterConfig> | Required<SoftRouterConfig>;
+  router: ResolvedTopKRouter | Required<ExpertChoiceRouterConfig> | Required<SoftRouterConfig>;
   numSharedExperts: number;
   sharedDFF: number;
+  sharedExpertGate: boolean;
   losses: { balance: number; zLoss: number; importance: number; load: number };
   biasBalancing: BiasBalancingConfig | null;
   seed: number;
@@ -138,6 +177,9 @@ export function resolveMoEConfig(config: MoEConfig): ResolvedMoEConfig {
   if (typeof ex.gated !== 'boolean') throw new ConfigError('expert.gated', ex.gated, 'must be a boolean');
   const numSharedExperts = config.numSharedExperts === undefined ? 0 : posInt(config.numSharedExperts, 'numSharedExperts', 0, 64);
   const sharedDFF = config.sharedDFF === undefined ? dFF : posInt(config.sharedDFF, 'sharedDFF');
+  const sharedExpertGate = config.sharedExpertGate ?? false;
+  if (typeof sharedExpertGate !== 'boolean') throw new ConfigError('sharedExpertGate', sharedExpertGate, 'must be a boolean');
+  if (sharedExpertGate && numSharedExperts === 0) throw new ConfigError('sharedExpertGate', sharedExpertGate, 'needs numSharedExperts >= 1');
   const r = config.router as RouterConfig | undefined;
   if (typeof r !== 'object' || r === null) throw new ConfigError('router', r, 'must be an object with a type');
   let router: ResolvedMoEConfig['router'];
@@ -164,7 +206,27 @@ export function resolveMoEConfig(config: MoEConfig): ResolvedMoEConfig {
       const rb = bias(r.biasBalancing, 'router.biasBalancing');
       if (rb && biasCfg) throw new ConfigError('router.biasBalancing', r.biasBalancing, 'set biasBalancing in router or in losses, not both');
       biasCfg = rb ?? biasCfg;
-      router = { type: 'topk', k, normalize, noise, capacityFactor, dropPolicy, capacityScope } as ResolvedMoEConfig['router'];
+      const scoring = r.scoring ?? 'softmax';
+      if (scoring !== 'softmax' && scoring !== 'sigmoid') throw new ConfigError('router.scoring', scoring, "must be 'softmax' or 'sigmoid'");
+      let groups: ResolvedTopKGroups | null = null;
+      if (r.groups !== undefined && r.groups !== null) {
+        if (typeof r.groups !== 'object') throw new ConfigError('router.groups', r.groups, 'must be { numGroups, topkGroups, groupScore? } or null');
+        const numGroups = posInt(r.groups.numGroups, 'router.groups.numGroups', 1, numExperts);
+        if (numExperts % numGroups !== 0) throw new ConfigError('router.groups.numGroups', numGroups, `must divide numExperts (${numExperts})`);
+        const topkGroups = posInt(r.groups.topkGroups, 'router.groups.topkGroups', 1, numGroups);
+        const groupScore = r.groups.groupScore ?? 'top2sum';
+        if (groupScore !== 'top2sum' && groupScore !== 'max') throw new ConfigError('router.groups.groupScore', groupScore, "must be 'top2sum' or 'max'");
+        if (groupScore === 'top2sum' && numExperts / numGroups < 2) throw new ConfigError('router.groups.numGroups', numGroups, "'top2sum' needs at least 2 experts per group");
+        if (k > topkGroups * (numExperts / numGroups)) throw new ConfigError('router.k', k, `exceeds the experts of the ${topkGroups} kept groups (${topkGroups * (numExperts / numGroups)})`);
+        groups = { numGroups, topkGroups, groupScore };
+      }
+      const routedScalingFactor = r.routedScalingFactor ?? 1;
+      if (typeof routedScalingFactor !== 'number' || !Number.isFinite(routedScalingFactor) || routedScalingFactor <= 0) {
+        throw new ConfigError('router.routedScalingFactor', routedScalingFactor, 'must be a finite number > 0');
+      }
+      const selectionBias = r.selectionBias ?? false;
+      if (typeof selectionBias !== 'boolean') throw new ConfigError('router.selectionBias', selectionBias, 'must be a boolean');
+      router = { type: 'topk', k, normalize, noise, capacityFactor, dropPolicy, capacityScope, scoring, groups, routedScalingFactor, selectionBias } as ResolvedMoEConfig['router'];
       break;
     }
     case 'expert-choice': {
@@ -200,5 +262,5 @@ export function resolveMoEConfig(config: MoEConfig): ResolvedMoEConfig {
   }
   const seed = config.seed ?? 0;
   if (typeof seed !== 'number' || !Number.isFinite(seed)) throw new ConfigError('seed', seed, 'must be a finite number');
-  return { dModel, dFF, numExperts, expert: { activation: ex.activation, gated: ex.gated }, router, numSharedExperts, sharedDFF, losses, biasBalancing: biasCfg, seed };
+  return { dModel, dFF, numExperts, expert: { activation: ex.activation, gated: ex.gated }, router, numSharedExperts, sharedDFF, sharedExpertGate, losses, biasBalancing: biasCfg, seed };
 }

@@ -7,7 +7,7 @@ import type { Activation } from '../backend/interface.js';
 import { ShapeError } from '../errors.js';
 import { Linear } from '../nn/layers.js';
 import { Module } from '../nn/module.js';
-import { add, div, mul, softplus } from '../ops/elementwise.js';
+import { add, div, mul, sigmoid, softplus } from '../ops/elementwise.js';
 import { gatherAlong, gatherRows, scatterAddRows, topK } from '../ops/gather.js';
 import { matmul } from '../ops/matmul.js';
 import { sum } from '../ops/reduce.js';
@@ -16,7 +16,7 @@ import { softmax } from '../ops/softmax.js';
 import { Generator } from '../random.js';
 import { noGrad } from '../tensor/autodiff.js';
 import { Tensor } from '../tensor/tensor.js';
-import { resolveMoEConfig, type MoEConfig, type ResolvedMoEConfig } from './config.js';
+import { resolveMoEConfig, type MoEConfig, type ResolvedMoEConfig, type ResolvedTopKGroups } from './config.js';
 import { expertChoicePlan, tokenChoicePlan, type DispatchPlan } from './dispatch.js';
 import { groupedExpertFFN, type ExpertBlockWeights } from './expert-ffn.js';
 import { balanceLoss, importanceLoss, loadLoss, routerZLoss } from './losses.js';
@@ -77,6 +77,35 @@ export class ExpertFFN extends Module {
   }
 }
 
+/**
+ * Where an MoE layer's routed experts run from instead of its resident parameters (an expert store
+ * that keeps them on disk: src/serve/expert-store.ts). Inference only: no gradient reaches the
+ * weights a source loads.
+ */
+export interface ExpertSource {
+  /**
+   * Return exactly groupedExpertFFN(xs, offsets, <layer's expert weights>, activation), touching
+   * only the experts whose block offsets[e]..offsets[e+1] is non-empty. `input` is the layer's
+   * router input [tokens, dModel] (a source may use it to prefetch the next layer's experts).
+   */
+  runExperts(layer: MoELayer, xs: Tensor, offsets: Int32Array, input: Tensor): Tensor;
+}
+
+let deferredExperts = 0;
+
+/**
+ * Construct inside `build` with every MoE layer's routed-expert weights left unmaterialised (empty
+ * [0, 0] placeholders, no memory): for models whose experts an ExpertSource serves from disk.
+ */
+export function withDeferredExperts<T>(build: () => T): T {
+  deferredExperts++;
+  try {
+    return build();
+  } finally {
+    deferredExperts--;
+  }
+}
+
 /** A numbered list of modules (`experts.0`, `experts.1`, ...). */
 export class ModuleList<M extends Module> extends Module {
   readonly items: M[];
@@ -104,6 +133,56 @@ export class Gate extends Module {
   }
 }
 
+/**
+ * Group-limited top-k (DeepSeek-V2 `group_limited_greedy`, DeepSeek-V3 `noaux_tc`): per row of
+ * sel [T, E], score each of the G groups of E/G consecutive experts (sum of its 2 best entries, or
+ * its best), keep the best `topkGroups` groups, set the other experts to 0 (as Hugging Face's
+ * masked_fill(~mask, 0.0)) and take the top k of what remains. Ties go to the lower index.
+ */
+export function groupLimitedTopK(sel: Tensor, k: number, groups: ResolvedTopKGroups): Tensor {
+  const [T, E] = sel.shape;
+  const G = groups.numGroups, size = E / G;
+  const src = sel.f32;
+  const masked = new Float32Array(src.length);
+  const gScore = new Float32Array(G);
+  const keep = new Uint8Array(G);
+  for (let t = 0; t < T; t++) {
+    const row = t * E;
+    for (let g = 0; g < G; g++) {
+      let best = -Infinity, second = -Infinity;
+      for (let j = 0; j < size; j++) {
+        const v = src[row + g * size + j];
+        if (v > best) {
+          second = best;
+          best = v;
+        } else if (v > second) second = v;
+      }
+      gScore[g] = groups.groupScore === 'max' ? best : best + second;
+    }
+    keep.fill(0);
+    for (let n = 0; n < groups.topkGroups; n++) {
+      let arg = -1;
+      for (let g = 0; g < G; g++) if (!keep[g] && (arg < 0 || gScore[g] > gScore[arg])) arg = g;
+      keep[arg] = 1;
+    }
+    for (let g = 0; g < G; g++) {
+      for (let j = 0; j < size; j++) masked[row + g * size + j] = keep[g] ? src[row + g * size + j] : 0;
+    }
+  }
+  return topK(new Tensor(masked, [T, E]), k).indices;
+}
+
+/** Rows scaled to sum to 1 (for the entropy statistic of sigmoid scores). */
+function rowNormalized(p: Float32Array, rows: number, cols: number): Float32Array {
+  const out = new Float32Array(p.length);
+  for (let r = 0; r < rows; r++) {
+    let s = 0;
+    for (let c = 0; c < cols; c++) s += p[r * cols + c];
+    for (let c = 0; c < cols; c++) out[r * cols + c] = s > 0 ? p[r * cols + c] / s : 0;
+  }
+  return out;
+}
+
 function entropyOfRows(p: Float32Array, rows: number, cols: number): number {
   if (rows === 0) return 0;
   let total = 0;
@@ -127,6 +206,8 @@ export class MoELayer extends Module {
   readonly gate: Gate;
   readonly experts: ModuleList<ExpertFFN>;
   readonly sharedExperts: ModuleList<ExpertFFN> | null;
+  /** Qwen2-MoE `shared_expert_gate` ([1, dModel], no bias) when config.sharedExpertGate. */
+  readonly sharedExpertGate: Linear | null;
   /** Generator for training noise (jitter, Gaussian gating noise). */
   readonly noiseGenerator: Generator;
   /** Selection counts per expert from the last training forward (for bias balancing). */
@@ -140,15 +221,17 @@ export class MoELayer extends Module {
     this.noiseGenerator = new Generator(c.seed + 7919);
     const rows = c.router.type === 'soft' ? c.numExperts * c.router.slotsPerExpert : c.numExperts;
     const noisy = c.router.type === 'topk' && c.router.noise?.type === 'gaussian';
-    this.gate = this.registerModule('gate', new Gate(rows, c.dModel, noisy, c.biasBalancing !== null, init));
+    const biased = c.biasBalancing !== null || (c.router.type === 'topk' && c.router.selectionBias);
+    this.gate = this.registerModule('gate', new Gate(rows, c.dModel, noisy, biased, init));
     this.experts = this.registerModule(
       'experts',
-      new ModuleList(Array.from({ length: c.numExperts }, () => new ExpertFFN(c.dModel, c.dFF, c.expert.gated, init))),
+      new ModuleList(Array.from({ length: c.numExperts }, () => (deferredExperts ? new ExpertFFN(0, 0, c.expert.gated, init) : new ExpertFFN(c.dModel, c.dFF, c.expert.gated, init)))),
     );
     this.sharedExperts =
       c.numSharedExperts > 0
         ? this.registerModule('shared_experts', new ModuleList(Array.from({ length: c.numSharedExperts }, () => new ExpertFFN(c.dModel, c.sharedDFF, c.expert.gated, init))))
         : null;
+    this.sharedExpertGate = c.sharedExpertGate ? this.registerModule('shared_expert_gate', new Linear(c.dModel, 1, { bias: false, generator: init })) : null;
   }
 
   private expertWeights(list: readonly ExpertFFN[]): ExpertBlockWeights {
@@ -157,6 +240,19 @@ export class MoELayer extends Module {
       w2: list.map((e) => e.w2.weight),
       w3: this.config.expert.gated ? list.map((e) => (e.w3 as Linear).weight) : null,
     };
+  }
+
+  private expertSource: ExpertSource | null = null;
+
+  /** Run the routed experts from `source` (null: from the resident parameters again). */
+  setExpertSource(source: ExpertSource | null): void {
+    this.expertSource = source;
+  }
+
+  /** The grouped expert FFN over per-expert row blocks, from the expert source when one is set. */
+  private runExperts(xs: Tensor, offsets: Int32Array, input: Tensor): Tensor {
+    if (this.expertSource) return this.expertSource.runExperts(this, xs, offsets, input);
+    return groupedExpertFFN(xs, offsets, this.expertWeights(this.experts.items), this.config.expert.activation);
   }
 
   /** Route x ([tokens, dModel] or [batch, seq, dModel]) through the experts. */
@@ -170,7 +266,15 @@ export class MoELayer extends Module {
     const xf = x.rank === 3 ? reshape(x, [T, c.dModel]) : x;
     const res = c.router.type === 'soft' ? this.forwardSoft(xf, T, seqLen) : this.forwardRouted(xf, T, seqLen);
     let out = res.output;
-    if (this.sharedExperts) {
+    if (this.sharedExperts && this.sharedExpertGate) {
+      // Qwen2-MoE: output += sigmoid(x·w_gateᵀ) ⊙ shared(x), one gate value per token.
+      let shared: Tensor | null = null;
+      for (const e of this.sharedExperts.items) {
+        const y = e.forward(xf, c.expert.activation);
+        shared = shared ? add(shared, y) : y;
+      }
+      out = add(out, mul(shared as Tensor, sigmoid(matmul(xf, this.sharedExpertGate.weight, { transB: true }))));
+    } else if (this.sharedExperts) {
       for (const shared of this.sharedExperts.items) out = add(out, shared.forward(xf, c.expert.activation));
     }
     res.output = x.rank === 3 ? reshape(out, x.shape) : out;
@@ -222,13 +326,16 @@ export class MoELayer extends Module {
       selectLogits = add(logits, mul(eps, std));
       noisy = { noisy: selectLogits, std };
     }
-    const probs = softmax(selectLogits, -1);
+    // Scores: softmax over experts, or DeepSeek-V3's independent sigmoid per expert.
+    const probs = r.scoring === 'sigmoid' ? sigmoid(selectLogits) : softmax(selectLogits, -1);
     const choices = noGrad(() => {
       const sel = this.gate.bias ? add(probs, this.gate.bias) : probs;
-      return topK(sel, k).indices;
+      return r.groups ? groupLimitedTopK(sel, k, r.groups) : topK(sel, k).indices;
     });
     let gates = gatherAlong(probs, 1, choices); // [T, k]
-    if (r.normalize) gates = div(gates, sum(gates, -1, true));
+    // DeepSeek-V3 adds 1e-20 to the denominator (sigmoid scores need not sum to anything).
+    if (r.normalize) gates = div(gates, r.scoring === 'sigmoid' ? add(sum(gates, -1, true), 1e-20) : sum(gates, -1, true));
+    if (r.routedScalingFactor !== 1) gates = mul(gates, r.routedScalingFactor);
     const experts = choices.i32;
     let priority: Float32Array | null = null;
     if (r.dropPolicy === 'score') {
@@ -259,14 +366,14 @@ export class MoELayer extends Module {
       auxLoss,
       plan,
       routing: { experts, k, gates: gates.f32 },
-      stats: this.stats(plan, T, k, probs.f32, E, balance, z),
+      stats: this.stats(plan, T, k, r.scoring === 'sigmoid' ? rowNormalized(probs.f32, T, E) : probs.f32, E, balance, z),
     };
   }
 
   /** Gather each expert's rows, run the grouped FFN, and scatter-add back weighted. */
   private combine(xf: Tensor, T: number, plan: DispatchPlan, flatWeights: Tensor): Tensor {
     const xs = gatherRows(xf, plan.tokenIndex);
-    const ys = groupedExpertFFN(xs, plan.expertOffsets, this.expertWeights(this.experts.items), this.config.expert.activation);
+    const ys = this.runExperts(xs, plan.expertOffsets, xf);
     const w = reshape(gatherRows(flatWeights, plan.weightIndex), [plan.tokenIndex.length]);
     return scatterAddRows(ys, plan.tokenIndex, T, w);
   }
@@ -285,7 +392,7 @@ export class MoELayer extends Module {
     const slotsByExpert = reshape(transpose(reshape(slots, [B, E, p, d]), [1, 0, 2, 3]), [E * B * p, d]);
     const offsets = new Int32Array(E + 1);
     for (let e = 0; e <= E; e++) offsets[e] = e * B * p;
-    const ys = groupedExpertFFN(slotsByExpert, offsets, this.expertWeights(this.experts.items), c.expert.activation);
+    const ys = this.runExperts(slotsByExpert, offsets, xf);
     const slotOut = reshape(transpose(reshape(ys, [E, B, p, d]), [1, 0, 2, 3]), [B, S, d]);
     const out = reshape(matmul(combineW, slotOut), [T, d]);
     const logits2 = reshape(logits, [T, S]);

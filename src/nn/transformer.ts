@@ -2,15 +2,23 @@
  * Decoder-only transformer language model whose feed-forward blocks are MoE layers every
  * `moeEvery` layers (Switch/GShard-style interleaving) and dense otherwise; pre-norm RMSNorm,
  * rotary positions, multi-head causal attention, tied LM head (Llama/Mixtral layout).
+ *
+ * Optional fields generalise it to the Hugging Face MoE families (src/io/hf-import.ts): grouped-
+ * query attention (`nKVHeads`), a head size of its own (`headDim`), q/k/v and output biases
+ * (Qwen2), RMSNorm on q and k per head (Qwen3) or over the whole projection (OLMoE), q/k/v
+ * clipping (OLMoE `clip_qkv`), an untied `lm_head`, layers forced dense (DeepSeek
+ * `first_k_dense_replace`, Qwen `mlp_only_layers`) and DeepSeek-V2/V3 multi-head latent
+ * attention (`mla`). Left unset, each keeps the original behaviour and the resolved config
+ * does not even carry the key (so saved configs of existing models stay byte-identical).
  */
 import type { Activation } from '../backend/interface.js';
 import { ConfigError, ShapeError } from '../errors.js';
 import { ExpertFFN, ModuleList, MoELayer, type MoEOutput } from '../moe/layer.js';
 import type { ExpertConfig, LossConfig, MoEConfig, RouterConfig } from '../moe/config.js';
-import { add } from '../ops/elementwise.js';
+import { add, maximum, minimum } from '../ops/elementwise.js';
 import { matmul } from '../ops/matmul.js';
 import { applyRotary } from '../ops/rope.js';
-import { concat, reshape, transpose } from '../ops/shape.js';
+import { concat, expand, reshape, slice, transpose, unsqueeze } from '../ops/shape.js';
 import { scaledDotProductAttention } from '../ops/attention.js';
 import { crossEntropy } from '../ops/loss.js';
 import { Generator } from '../random.js';
@@ -29,7 +37,29 @@ export interface ModelMoEConfig {
   dFF?: number;
   numSharedExperts?: number;
   sharedDFF?: number;
+  /** Qwen2-MoE sigmoid gate on the shared experts' output (see MoEConfig.sharedExpertGate). */
+  sharedExpertGate?: boolean;
   losses?: LossConfig;
+}
+
+/**
+ * DeepSeek-V2/V3 multi-head latent attention sizes (Hugging Face DeepseekV3Config field in
+ * brackets). Queries: q_b_proj(RMSNorm(q_a_proj x)) ([q_lora_rank]; or one q_proj when null);
+ * keys and values: kv_a_proj_with_mqa x = [c | k_rope], kv_b_proj(RMSNorm(c)) = per head
+ * [k_nope | v]; the single k_rope head is shared by every head. Rotary positions act on the
+ * rope part only; the score scale is `attentionScale` (default 1/√(qk_nope + qk_rope)).
+ */
+export interface MLAConfig {
+  /** [q_lora_rank] null: a plain q_proj. */
+  qLoraRank: number | null;
+  /** [kv_lora_rank] */
+  kvLoraRank: number;
+  /** [qk_nope_head_dim] */
+  qkNopeHeadDim: number;
+  /** [qk_rope_head_dim] (even) */
+  qkRopeHeadDim: number;
+  /** [v_head_dim] */
+  vHeadDim: number;
 }
 
 export interface TransformerLMConfig {
@@ -49,6 +79,59 @@ export interface TransformerLMConfig {
   ropeTheta?: number;
   normEps?: number;
   seed?: number;
+  /** Key/value heads for grouped-query attention (Ainslie et al. 2023; HF `num_key_value_heads`). Default nHeads. */
+  nKVHeads?: number;
+  /** Per-head size (HF `head_dim`, e.g. Qwen3: 128 with hidden 2048 and 32 heads). Default dModel / nHeads. */
+  headDim?: number;
+  /** Biases on q/k/v projections (Qwen2-MoE `qkv_bias`; Llama-style `attention_bias`). Default false. */
+  attentionBias?: boolean;
+  /** Bias on the output projection o_proj (Llama-style `attention_bias`; not Qwen2). Default false. */
+  attentionOutputBias?: boolean;
+  /**
+   * RMSNorm (eps normEps) on queries and keys before rotary positions: 'head' normalises each head
+   * with a [headDim] weight (Qwen3 q_norm/k_norm), 'full' the whole projection with a
+   * [heads·headDim] weight (OLMoE q_norm/k_norm). Default null (none).
+   */
+  qkNorm?: 'head' | 'full' | null;
+  /** Clamp q, k, v to [-c, c] after the projections (and the 'full' norm) (OLMoE `clip_qkv`). Default null. */
+  clipQKV?: number | null;
+  /** Multiplier of q·kᵀ (default 1/√(query head size)). */
+  attentionScale?: number | null;
+  /** The LM head is the embedding matrix (default true); false gives a separate `lm_head.weight` (HF `tie_word_embeddings: false`). */
+  tieEmbeddings?: boolean;
+  /** Layers whose FFN is dense (size dFF) whatever moeEvery says (DeepSeek `first_k_dense_replace`, Qwen `mlp_only_layers`). */
+  denseLayers?: number[];
+  /** Multi-head latent attention (DeepSeek-V2/V3) instead of q/k/v/o attention. */
+  mla?: MLAConfig | null;
+}
+
+/** Options of CausalSelfAttention beyond the original (dModel, nHeads, ropeTheta) layout; see TransformerLMConfig. */
+export interface SelfAttentionOptions {
+  nKVHeads?: number;
+  headDim?: number;
+  attentionBias?: boolean;
+  attentionOutputBias?: boolean;
+  qkNorm?: 'head' | 'full' | null;
+  clipQKV?: number | null;
+  attentionScale?: number | null;
+  normEps?: number;
+}
+
+/** One layer's cache slot: keys/values seen so far, and how to replace them. */
+export interface AttentionCacheSlot {
+  entry: { k: Tensor; v: Tensor } | null;
+  set: (kv: { k: Tensor; v: Tensor }) => void;
+}
+
+/** [B, Hkv, T, D] → [B, Hkv·rep, T, D]: each key/value head serves `rep` query heads (HF repeat_kv). */
+function repeatKV(t: Tensor, rep: number): Tensor {
+  if (rep === 1) return t;
+  const [B, Hkv, T, D] = t.shape;
+  return reshape(expand(unsqueeze(t, 2), [B, Hkv, rep, T, D]), [B, Hkv * rep, T, D]);
+}
+
+function clip(t: Tensor, c: number): Tensor {
+  return minimum(maximum(t, Tensor.scalar(-c)), Tensor.scalar(c));
 }
 
 /** Key/value cache for incremental decoding: per layer [B, H, T, Dh] tensors. */
@@ -63,44 +146,148 @@ export class KVCache {
   }
 }
 
-/** Multi-head causal self-attention with rotary positions (q/k/v/o projections, no biases). */
+/**
+ * Multi-head causal self-attention with rotary positions (q/k/v/o projections, no biases by
+ * default), optionally grouped-query (nKVHeads < nHeads; the cache keeps only the KV heads), with
+ * biases, q/k RMSNorm and q/k/v clipping (see SelfAttentionOptions).
+ */
 export class CausalSelfAttention extends Module {
   readonly nHeads: number;
+  readonly nKVHeads: number;
   readonly headDim: number;
   readonly ropeTheta: number;
+  readonly qkNorm: 'head' | 'full' | null;
+  readonly clipQKV: number | null;
+  readonly scale: number | undefined;
   readonly q_proj: Linear;
   readonly k_proj: Linear;
   readonly v_proj: Linear;
   readonly o_proj: Linear;
-  constructor(dModel: number, nHeads: number, ropeTheta: number, generator: Generator) {
+  readonly q_norm: RMSNorm | null;
+  readonly k_norm: RMSNorm | null;
+  constructor(dModel: number, nHeads: number, ropeTheta: number, generator: Generator, opts: SelfAttentionOptions = {}) {
     super();
     this.nHeads = nHeads;
-    this.headDim = dModel / nHeads;
+    this.nKVHeads = opts.nKVHeads ?? nHeads;
+    this.headDim = opts.headDim ?? dModel / nHeads;
     this.ropeTheta = ropeTheta;
-    this.q_proj = this.registerModule('q_proj', new Linear(dModel, dModel, { bias: false, generator }));
-    this.k_proj = this.registerModule('k_proj', new Linear(dModel, dModel, { bias: false, generator }));
-    this.v_proj = this.registerModule('v_proj', new Linear(dModel, dModel, { bias: false, generator }));
-    this.o_proj = this.registerModule('o_proj', new Linear(dModel, dModel, { bias: false, generator }));
+    this.qkNorm = opts.qkNorm ?? null;
+    this.clipQKV = opts.clipQKV ?? null;
+    this.scale = opts.attentionScale ?? undefined;
+    const qDim = nHeads * this.headDim, kvDim = this.nKVHeads * this.headDim;
+    const qkvBias = opts.attentionBias ?? false;
+    this.q_proj = this.registerModule('q_proj', new Linear(dModel, qDim, { bias: qkvBias, generator }));
+    this.k_proj = this.registerModule('k_proj', new Linear(dModel, kvDim, { bias: qkvBias, generator }));
+    this.v_proj = this.registerModule('v_proj', new Linear(dModel, kvDim, { bias: qkvBias, generator }));
+    this.o_proj = this.registerModule('o_proj', new Linear(qDim, dModel, { bias: opts.attentionOutputBias ?? false, generator }));
+    const eps = opts.normEps ?? 1e-6;
+    this.q_norm = this.qkNorm ? this.registerModule('q_norm', new RMSNorm(this.qkNorm === 'head' ? this.headDim : qDim, eps)) : null;
+    this.k_norm = this.qkNorm ? this.registerModule('k_norm', new RMSNorm(this.qkNorm === 'head' ? this.headDim : kvDim, eps)) : null;
   }
 
   /** x [B, T, dModel] → [B, T, dModel]; with a cache entry, attends over cached + new keys. */
-  forward(x: Tensor, cache?: { entry: { k: Tensor; v: Tensor } | null; set: (kv: { k: Tensor; v: Tensor }) => void }): Tensor {
-    const [B, T, d] = x.shape;
-    const H = this.nHeads, Dh = this.headDim;
-    const heads = (t: Tensor): Tensor => transpose(reshape(t, [B, T, H, Dh]), [0, 2, 1, 3]); // [B, H, T, Dh]
+  forward(x: Tensor, cache?: AttentionCacheSlot): Tensor {
+    const [B, T] = x.shape;
+    const H = this.nHeads, Hkv = this.nKVHeads, Dh = this.headDim;
+    let q = this.q_proj.forward(x), k = this.k_proj.forward(x), v = this.v_proj.forward(x);
+    if (this.qkNorm === 'full' && this.q_norm && this.k_norm) {
+      q = this.q_norm.forward(q);
+      k = this.k_norm.forward(k);
+    }
+    if (this.clipQKV !== null) {
+      q = clip(q, this.clipQKV);
+      k = clip(k, this.clipQKV);
+      v = clip(v, this.clipQKV);
+    }
+    let q4 = reshape(q, [B, T, H, Dh]), k4 = reshape(k, [B, T, Hkv, Dh]);
+    if (this.qkNorm === 'head' && this.q_norm && this.k_norm) {
+      q4 = this.q_norm.forward(q4);
+      k4 = this.k_norm.forward(k4);
+    }
+    const heads = (t: Tensor): Tensor => transpose(t, [0, 2, 1, 3]); // [B, T, h, Dh] → [B, h, T, Dh]
     const start = cache?.entry ? cache.entry.k.shape[2] : 0;
-    const q = applyRotary(heads(this.q_proj.forward(x)), { startPos: start, base: this.ropeTheta });
-    let k = applyRotary(heads(this.k_proj.forward(x)), { startPos: start, base: this.ropeTheta });
-    let v = heads(this.v_proj.forward(x));
+    const qh = applyRotary(heads(q4), { startPos: start, base: this.ropeTheta });
+    let kh = applyRotary(heads(k4), { startPos: start, base: this.ropeTheta });
+    let vh = heads(reshape(v, [B, T, Hkv, Dh]));
     if (cache) {
       if (cache.entry) {
-        k = concat([cache.entry.k, k], 2);
-        v = concat([cache.entry.v, v], 2);
+        kh = concat([cache.entry.k, kh], 2);
+        vh = concat([cache.entry.v, vh], 2);
       }
-      cache.set({ k: k.detach(), v: v.detach() });
+      cache.set({ k: kh.detach(), v: vh.detach() });
     }
-    const o = scaledDotProductAttention(q, k, v, { causal: true });
-    return this.o_proj.forward(reshape(transpose(o, [0, 2, 1, 3]), [B, T, d]));
+    const o = scaledDotProductAttention(qh, repeatKV(kh, H / Hkv), repeatKV(vh, H / Hkv), { causal: true, scale: this.scale });
+    return this.o_proj.forward(reshape(transpose(o, [0, 2, 1, 3]), [B, T, H * Dh]));
+  }
+}
+
+/**
+ * DeepSeek-V2/V3 multi-head latent attention (see MLAConfig), written from Hugging Face's
+ * DeepseekV3Attention with rotate-half rotary positions on the rope part (interleaved-rope
+ * checkpoints are permuted to this layout at import). The cache holds the expanded per-head
+ * keys and values.
+ */
+export class MultiHeadLatentAttention extends Module {
+  readonly nHeads: number;
+  readonly mla: MLAConfig;
+  readonly ropeTheta: number;
+  readonly scale: number;
+  readonly q_proj: Linear | null;
+  readonly q_a_proj: Linear | null;
+  readonly q_a_layernorm: RMSNorm | null;
+  readonly q_b_proj: Linear | null;
+  readonly kv_a_proj_with_mqa: Linear;
+  readonly kv_a_layernorm: RMSNorm;
+  readonly kv_b_proj: Linear;
+  readonly o_proj: Linear;
+  constructor(dModel: number, nHeads: number, mla: MLAConfig, ropeTheta: number, generator: Generator, opts: SelfAttentionOptions = {}) {
+    super();
+    this.nHeads = nHeads;
+    this.mla = mla;
+    this.ropeTheta = ropeTheta;
+    const qkHead = mla.qkNopeHeadDim + mla.qkRopeHeadDim;
+    this.scale = opts.attentionScale ?? 1 / Math.sqrt(qkHead);
+    const bias = opts.attentionBias ?? false;
+    // HF DeepseekV3RMSNorm(rank) keeps its default eps 1e-6 for the two latent norms.
+    if (mla.qLoraRank === null) {
+      this.q_proj = this.registerModule('q_proj', new Linear(dModel, nHeads * qkHead, { bias: false, generator }));
+      this.q_a_proj = this.q_a_layernorm = this.q_b_proj = null;
+    } else {
+      this.q_proj = null;
+      this.q_a_proj = this.registerModule('q_a_proj', new Linear(dModel, mla.qLoraRank, { bias, generator }));
+      this.q_a_layernorm = this.registerModule('q_a_layernorm', new RMSNorm(mla.qLoraRank, 1e-6));
+      this.q_b_proj = this.registerModule('q_b_proj', new Linear(mla.qLoraRank, nHeads * qkHead, { bias: false, generator }));
+    }
+    this.kv_a_proj_with_mqa = this.registerModule('kv_a_proj_with_mqa', new Linear(dModel, mla.kvLoraRank + mla.qkRopeHeadDim, { bias, generator }));
+    this.kv_a_layernorm = this.registerModule('kv_a_layernorm', new RMSNorm(mla.kvLoraRank, 1e-6));
+    this.kv_b_proj = this.registerModule('kv_b_proj', new Linear(mla.kvLoraRank, nHeads * (mla.qkNopeHeadDim + mla.vHeadDim), { bias: false, generator }));
+    this.o_proj = this.registerModule('o_proj', new Linear(nHeads * mla.vHeadDim, dModel, { bias: opts.attentionOutputBias ?? false, generator }));
+  }
+
+  forward(x: Tensor, cache?: AttentionCacheSlot): Tensor {
+    const [B, T] = x.shape;
+    const H = this.nHeads, m = this.mla;
+    const nope = m.qkNopeHeadDim, rope = m.qkRopeHeadDim, qkHead = nope + rope;
+    const start = cache?.entry ? cache.entry.k.shape[2] : 0;
+    const qFlat = this.q_proj ? this.q_proj.forward(x) : (this.q_b_proj as Linear).forward((this.q_a_layernorm as RMSNorm).forward((this.q_a_proj as Linear).forward(x)));
+    const q = transpose(reshape(qFlat, [B, T, H, qkHead]), [0, 2, 1, 3]); // [B, H, T, qk]
+    const qRot = applyRotary(slice(q, 3, nope, qkHead), { startPos: start, base: this.ropeTheta });
+    const ckv = this.kv_a_proj_with_mqa.forward(x); // [B, T, kvRank + rope]
+    const kv = this.kv_b_proj.forward(this.kv_a_layernorm.forward(slice(ckv, 2, 0, m.kvLoraRank)));
+    const kv4 = transpose(reshape(kv, [B, T, H, nope + m.vHeadDim]), [0, 2, 1, 3]); // [B, H, T, nope + v]
+    const kRot1 = applyRotary(reshape(slice(ckv, 2, m.kvLoraRank, m.kvLoraRank + rope), [B, 1, T, rope]), { startPos: start, base: this.ropeTheta });
+    const qs = concat([slice(q, 3, 0, nope), qRot], 3);
+    let ks = concat([slice(kv4, 3, 0, nope), expand(kRot1, [B, H, T, rope])], 3);
+    let vs = slice(kv4, 3, nope, nope + m.vHeadDim);
+    if (cache) {
+      if (cache.entry) {
+        ks = concat([cache.entry.k, ks], 2);
+        vs = concat([cache.entry.v, vs], 2);
+      }
+      cache.set({ k: ks.detach(), v: vs.detach() });
+    }
+    const o = scaledDotProductAttention(qs, ks, vs, { causal: true, scale: this.scale }); // [B, H, T, v]
+    return this.o_proj.forward(reshape(transpose(o, [0, 2, 1, 3]), [B, T, H * m.vHeadDim]));
   }
 }
 
@@ -122,13 +309,26 @@ export class DenseFFN extends Module {
 /** One pre-norm decoder block: x + attn(norm(x)), then h + ffn(norm(h)). */
 export class DecoderLayer extends Module {
   readonly input_layernorm: RMSNorm;
-  readonly self_attn: CausalSelfAttention;
+  readonly self_attn: CausalSelfAttention | MultiHeadLatentAttention;
   readonly post_attention_layernorm: RMSNorm;
   readonly mlp: MoELayer | DenseFFN;
   constructor(c: ResolvedLMConfig, isMoE: boolean, generator: Generator, layerSeed: number) {
     super();
     this.input_layernorm = this.registerModule('input_layernorm', new RMSNorm(c.dModel, c.normEps));
-    this.self_attn = this.registerModule('self_attn', new CausalSelfAttention(c.dModel, c.nHeads, c.ropeTheta, generator));
+    const attnOpts: SelfAttentionOptions = {
+      nKVHeads: c.nKVHeads,
+      headDim: c.headDim,
+      attentionBias: c.attentionBias,
+      attentionOutputBias: c.attentionOutputBias,
+      qkNorm: c.qkNorm,
+      clipQKV: c.clipQKV,
+      attentionScale: c.attentionScale,
+      normEps: c.normEps,
+    };
+    this.self_attn = this.registerModule(
+      'self_attn',
+      c.mla ? new MultiHeadLatentAttention(c.dModel, c.nHeads, c.mla, c.ropeTheta, generator, attnOpts) : new CausalSelfAttention(c.dModel, c.nHeads, c.ropeTheta, generator, attnOpts),
+    );
     this.post_attention_layernorm = this.registerModule('post_attention_layernorm', new RMSNorm(c.dModel, c.normEps));
     if (isMoE && c.moe) {
       const m = c.moe;
@@ -140,6 +340,7 @@ export class DecoderLayer extends Module {
         router: m.router,
         numSharedExperts: m.numSharedExperts,
         sharedDFF: m.sharedDFF,
+        sharedExpertGate: m.sharedExpertGate,
         losses: m.losses,
         seed: layerSeed,
       };
@@ -149,7 +350,7 @@ export class DecoderLayer extends Module {
     }
   }
 
-  forward(x: Tensor, cache?: Parameters<CausalSelfAttention['forward']>[1]): { h: Tensor; moe: MoEOutput | null } {
+  forward(x: Tensor, cache?: AttentionCacheSlot): { h: Tensor; moe: MoEOutput | null } {
     const h = add(x, this.self_attn.forward(this.input_layernorm.forward(x), cache));
     const normed = this.post_attention_layernorm.forward(h);
     if (this.mlp instanceof MoELayer) {
@@ -160,8 +361,12 @@ export class DecoderLayer extends Module {
   }
 }
 
-/** A config with every default filled in. */
-export interface ResolvedLMConfig extends Required<Omit<TransformerLMConfig, 'moe'>> {
+/** The optional architecture keys: present in a resolved config only when the input set them. */
+type ArchitectureKeys =
+  | 'nKVHeads' | 'headDim' | 'attentionBias' | 'attentionOutputBias' | 'qkNorm' | 'clipQKV' | 'attentionScale' | 'tieEmbeddings' | 'denseLayers' | 'mla';
+
+/** A config with every default filled in (the architecture keys stay absent when unset: see the module doc). */
+export interface ResolvedLMConfig extends Required<Omit<TransformerLMConfig, 'moe' | ArchitectureKeys>>, Pick<TransformerLMConfig, ArchitectureKeys> {
   moe: ModelMoEConfig | null;
 }
 
@@ -187,8 +392,15 @@ export function resolveLMConfig(c: TransformerLMConfig): ResolvedLMConfig {
     normEps: c.normEps ?? 1e-6,
     seed: c.seed ?? 0,
   };
-  if (r.dModel % r.nHeads !== 0) throw new ConfigError('nHeads', r.nHeads, `must divide dModel (${r.dModel})`);
-  if ((r.dModel / r.nHeads) % 2 !== 0) throw new ConfigError('nHeads', r.nHeads, `head size dModel/nHeads = ${r.dModel / r.nHeads} must be even for rotary positions`);
+  resolveArchitecture(c, r);
+  if (r.mla) {
+    // MLA has its own head sizes (checked in resolveArchitecture).
+  } else if (r.headDim !== undefined) {
+    if (r.headDim % 2 !== 0) throw new ConfigError('headDim', r.headDim, 'must be even for rotary positions');
+  } else {
+    if (r.dModel % r.nHeads !== 0) throw new ConfigError('nHeads', r.nHeads, `must divide dModel (${r.dModel})`);
+    if ((r.dModel / r.nHeads) % 2 !== 0) throw new ConfigError('nHeads', r.nHeads, `head size dModel/nHeads = ${r.dModel / r.nHeads} must be even for rotary positions`);
+  }
   if (r.moe) {
     const t = r.moe.router?.type;
     if (t === 'expert-choice' || t === 'soft') {
@@ -196,6 +408,60 @@ export function resolveLMConfig(c: TransformerLMConfig): ResolvedLMConfig {
     }
   }
   return r;
+}
+
+function bool(v: unknown, field: string): boolean {
+  if (typeof v !== 'boolean') throw new ConfigError(field, v, 'must be a boolean');
+  return v;
+}
+
+/** Validate the optional architecture keys of `c` and copy the ones that are set into `r`. */
+function resolveArchitecture(c: TransformerLMConfig, r: ResolvedLMConfig): void {
+  if (c.nKVHeads !== undefined) {
+    r.nKVHeads = int(c.nKVHeads, 'nKVHeads');
+    if (r.nHeads % r.nKVHeads !== 0) throw new ConfigError('nKVHeads', r.nKVHeads, `must divide nHeads (${r.nHeads})`);
+  }
+  if (c.headDim !== undefined) r.headDim = int(c.headDim, 'headDim');
+  if (c.attentionBias !== undefined) r.attentionBias = bool(c.attentionBias, 'attentionBias');
+  if (c.attentionOutputBias !== undefined) r.attentionOutputBias = bool(c.attentionOutputBias, 'attentionOutputBias');
+  if (c.qkNorm !== undefined) {
+    if (c.qkNorm !== null && c.qkNorm !== 'head' && c.qkNorm !== 'full') throw new ConfigError('qkNorm', c.qkNorm, "must be 'head', 'full' or null");
+    r.qkNorm = c.qkNorm;
+  }
+  if (c.clipQKV !== undefined) {
+    if (c.clipQKV !== null && !(typeof c.clipQKV === 'number' && Number.isFinite(c.clipQKV) && c.clipQKV > 0)) throw new ConfigError('clipQKV', c.clipQKV, 'must be a finite number > 0 or null');
+    r.clipQKV = c.clipQKV;
+  }
+  if (c.attentionScale !== undefined) {
+    if (c.attentionScale !== null && !(typeof c.attentionScale === 'number' && Number.isFinite(c.attentionScale) && c.attentionScale > 0)) {
+      throw new ConfigError('attentionScale', c.attentionScale, 'must be a finite number > 0 or null');
+    }
+    r.attentionScale = c.attentionScale;
+  }
+  if (c.tieEmbeddings !== undefined) r.tieEmbeddings = bool(c.tieEmbeddings, 'tieEmbeddings');
+  if (c.denseLayers !== undefined) {
+    if (!Array.isArray(c.denseLayers)) throw new ConfigError('denseLayers', c.denseLayers, 'must be an array of layer indices');
+    c.denseLayers.forEach((l, i) => int(l, `denseLayers[${i}]`, 0));
+    const bad = c.denseLayers.find((l) => l >= r.nLayers);
+    if (bad !== undefined) throw new ConfigError('denseLayers', c.denseLayers, `layer ${bad} is beyond nLayers (${r.nLayers})`);
+    r.denseLayers = [...c.denseLayers];
+  }
+  if (c.mla !== undefined && c.mla !== null) {
+    const m = c.mla;
+    if (typeof m !== 'object') throw new ConfigError('mla', m, 'must be { qLoraRank, kvLoraRank, qkNopeHeadDim, qkRopeHeadDim, vHeadDim } or null');
+    const mla: MLAConfig = {
+      qLoraRank: m.qLoraRank === null ? null : int(m.qLoraRank, 'mla.qLoraRank'),
+      kvLoraRank: int(m.kvLoraRank, 'mla.kvLoraRank'),
+      qkNopeHeadDim: int(m.qkNopeHeadDim, 'mla.qkNopeHeadDim', 0),
+      qkRopeHeadDim: int(m.qkRopeHeadDim, 'mla.qkRopeHeadDim'),
+      vHeadDim: int(m.vHeadDim, 'mla.vHeadDim'),
+    };
+    if (mla.qkRopeHeadDim % 2 !== 0) throw new ConfigError('mla.qkRopeHeadDim', mla.qkRopeHeadDim, 'must be even for rotary positions');
+    for (const k of ['nKVHeads', 'headDim', 'qkNorm', 'clipQKV'] as const) {
+      if (c[k] !== undefined && c[k] !== null && !(k === 'nKVHeads' && c[k] === r.nHeads)) throw new ConfigError(k, c[k], 'does not apply to multi-head latent attention (mla)');
+    }
+    r.mla = mla;
+  } else if (c.mla === null) r.mla = null;
 }
 
 /** What a language-model forward returns. */
@@ -214,6 +480,8 @@ export class MoETransformerLM extends Module {
   readonly embed_tokens: Embedding;
   readonly layers: ModuleList<DecoderLayer>;
   readonly norm: RMSNorm;
+  /** The untied output projection [vocab, dModel] when config.tieEmbeddings is false, else null. */
+  readonly lm_head: Linear | null;
 
   constructor(config: TransformerLMConfig) {
     super();
@@ -225,9 +493,15 @@ export class MoETransformerLM extends Module {
     for (let i = 0; i < w.length; i++) w[i] *= 0.02;
     this.layers = this.registerModule(
       'layers',
-      new ModuleList(Array.from({ length: c.nLayers }, (_, i) => new DecoderLayer(c, c.moe !== null && i % c.moeEvery === c.moeEvery - 1, g, c.seed * 1000 + i + 1))),
+      new ModuleList(
+        Array.from({ length: c.nLayers }, (_, i) => {
+          const isMoE = c.moe !== null && i % c.moeEvery === c.moeEvery - 1 && !(c.denseLayers ?? []).includes(i);
+          return new DecoderLayer(c, isMoE, g, c.seed * 1000 + i + 1);
+        }),
+      ),
     );
     this.norm = this.registerModule('norm', new RMSNorm(c.dModel, c.normEps));
+    this.lm_head = c.tieEmbeddings === false ? this.registerModule('lm_head', new Linear(c.dModel, c.vocabSize, { bias: false, generator: g })) : null;
   }
 
   /** Indices of the layers whose feed-forward is an MoE layer. */
@@ -260,7 +534,8 @@ export class MoETransformerLM extends Module {
       }
     });
     h = this.norm.forward(h);
-    const logits = reshape(matmul(reshape(h, [B * T, c.dModel]), this.embed_tokens.weight, { transB: true }), [B, T, c.vocabSize]);
+    const head = this.lm_head ? this.lm_head.weight : this.embed_tokens.weight;
+    const logits = reshape(matmul(reshape(h, [B * T, c.dModel]), head, { transB: true }), [B, T, c.vocabSize]);
     return { logits, auxLoss: auxLoss ?? Tensor.scalar(0), moe };
   }
 
