@@ -10,6 +10,7 @@
 import type { Activation } from '../backend/interface.js';
 import { GEMM_ACCUMULATE, GEMM_TRANS_A, GEMM_TRANS_B } from '../backend/interface.js';
 import { ShapeError } from '../errors.js';
+import { acquireScratch, releaseScratch } from '../backend/scratch.js';
 import { be, requireFloat } from '../ops/util.js';
 import { record } from '../tensor/autodiff.js';
 import { Tensor } from '../tensor/tensor.js';
@@ -79,9 +80,11 @@ export function groupedExpertFFN(xs: Tensor, offsets: Int32Array, weights: Exper
     check(weights.w2[e], [d, dFF], 'w2');
     if (weights.w3) check(weights.w3[e], [dFF, d], 'w3');
   }
-  const h1 = new Float32Array(N * dFF);
-  const h3 = gated ? new Float32Array(N * dFF) : null;
-  const hidden = new Float32Array(N * dFF);
+  // Every row of h1/h3/hidden belongs to exactly one expert block and is fully written below, so
+  // pooled (stale) buffers are safe; they go back to the pool when no backward can need them.
+  const h1 = acquireScratch(N * dFF);
+  const h3 = gated ? acquireScratch(N * dFF) : null;
+  const hidden = acquireScratch(N * dFF);
   const y = new Float32Array(N * d);
   const up = new GemmTasks();
   for (let e = 0; e < E; e++) {
@@ -103,11 +106,11 @@ export function groupedExpertFFN(xs: Tensor, offsets: Int32Array, weights: Exper
 
   const w3 = weights.w3 ?? [];
   const inputs = [xs, ...weights.w1, ...w3, ...weights.w2];
-  return record('groupedExpertFFN', inputs, new Tensor(y, [N, d]), (g) => {
+  const out = record('groupedExpertFFN', inputs, new Tensor(y, [N, d]), (g) => {
     const dy = g.f32;
     const wantW = weights.w1.some((w) => w.requiresGrad) || weights.w2.some((w) => w.requiresGrad) || w3.some((w) => w.requiresGrad);
     // 1) dHidden = dY_e · W2_e ; dW2_e = dY_eᵀ · Hidden_e
-    const dHidden = new Float32Array(N * dFF);
+    const dHidden = acquireScratch(N * dFF);
     const dW2 = wantW ? weights.w2.map(() => new Float32Array(d * dFF)) : [];
     const t1 = new GemmTasks();
     for (let e = 0; e < E; e++) {
@@ -118,8 +121,8 @@ export function groupedExpertFFN(xs: Tensor, offsets: Int32Array, weights: Exper
     }
     t1.run();
     // 2) through the activation
-    const dH1 = new Float32Array(N * dFF);
-    const dH3 = h3 ? new Float32Array(N * dFF) : null;
+    const dH1 = acquireScratch(N * dFF);
+    const dH3 = h3 ? acquireScratch(N * dFF) : null;
     if (h3 && dH3) be().gatedActGrad(act, h1, h3, dHidden, dH1, dH3);
     else be().unaryGrad(act, h1, hidden, dHidden, dH1);
     // 3) dX = dH1_e · W1_e (+ dH3_e · W3_e); dW1_e = dH1_eᵀ · X_e; dW3_e = dH3_eᵀ · X_e
@@ -140,11 +143,15 @@ export function groupedExpertFFN(xs: Tensor, offsets: Int32Array, weights: Exper
     }
     t2.run();
     t3.run(); // accumulates into dx regions that t2 wrote: must run after it
+    releaseScratch(dHidden, dH1, dH3, h1, h3, hidden);
     const grads: (Tensor | null)[] = [dx ? new Tensor(dx, [N, d]) : null];
     const wrap = (list: Float32Array[], src: readonly Tensor[]): (Tensor | null)[] =>
       src.map((w, e) => (wantW && w.requiresGrad ? new Tensor(list[e], w.shape) : null));
     grads.push(...wrap(dW1, weights.w1), ...wrap(dW3, w3), ...wrap(dW2, weights.w2));
     return grads;
   });
+  // Nothing recorded (inference, or frozen inputs): the intermediates are dead already.
+  if (!out.gradNode) releaseScratch(h1, h3, hidden);
+  return out;
 }
 
