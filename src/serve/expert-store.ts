@@ -1,0 +1,713 @@
+/**
+ * ExpertStore: serve an MoE model whose routed experts stay in their safetensors file(s).
+ *
+ * - Each MoE layer's routed experts are read on demand with positioned reads (one `pread` per
+ *   weight, never the whole file) into an LRU cache whose decoded (fp32) bytes never exceed a
+ *   budget. Everything else (embeddings, attention, norms, routers, shared experts) stays resident.
+ * - A layer's forward asks only for the experts that received tokens. Those experts are pinned
+ *   while they run. When one layer's active experts do not fit in the budget together (a long
+ *   prompt touching every expert under a tight budget), they run in consecutive groups that do
+ *   fit (evicting between groups): the output is the same, only slower, and `splitForwards`
+ *   counts it. A budget smaller than one expert is refused when the store is opened.
+ * - Optional prefetch: when layer l's experts are requested, layer l+1's router is run on layer
+ *   l's router input (re-scaled by the two RMSNorm weights, i.e. the residual stream as it is
+ *   now) and the experts it picks are read by a worker thread (synchronous preads there, so they
+ *   proceed while the main thread computes) into shared memory. A forward that needs an expert
+ *   still in flight waits for it with Atomics.wait. Prefetches reserve budget when issued and
+ *   never evict the experts of the layer being computed.
+ * - With `verify` (default), a CRC-32 of every expert weight's bytes is taken when the store
+ *   opens and checked on every read, so a file corrupted or truncated mid-run fails that read
+ *   with an ExpertLoadError naming the tensor, instead of computing with garbage.
+ *
+ * The budget counts the decoded weights the cache holds (and prefetches in flight). Transient
+ * buffers (a BF16/F16 weight's raw bytes while it is decoded) and memory the garbage collector has
+ * not yet reclaimed after an eviction are not counted.
+ */
+import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
+import { Worker } from 'node:worker_threads';
+import * as zlib from 'node:zlib';
+import { ConfigError, SwitchyardError } from '../errors.js';
+import { decodeSafetensorsTensor, readSafetensorsHeader, readSafetensorsHeaderLength, type SafetensorsTensorInfo } from '../io/safetensors.js';
+import { groupedExpertFFN, type ExpertBlockWeights } from '../moe/expert-ffn.js';
+import type { ExpertSource, MoELayer } from '../moe/layer.js';
+import type { Module } from '../nn/module.js';
+import { matmul } from '../ops/matmul.js';
+import { noGrad } from '../tensor/autodiff.js';
+import { Tensor } from '../tensor/tensor.js';
+import { parseByteBudget, resolveByteBudget, type ByteBudgetSpec } from './bytes.js';
+
+/** A weight could not be read (file missing, truncated or corrupted): `tensor` names it. */
+export class ExpertLoadError extends SwitchyardError {
+  /** The model's name of the weight (e.g. `layers.1.mlp.experts.3.w2.weight`). */
+  readonly tensor: string;
+  /** The file it lives in. */
+  readonly file: string;
+  constructor(tensor: string, file: string, message: string, cause?: unknown) {
+    super('tensor', tensor, `${message} (in ${file})`);
+    this.tensor = tensor;
+    this.file = file;
+    if (cause !== undefined) (this as { cause?: unknown }).cause = cause;
+  }
+}
+
+/** Where one of the model's tensors lives on disk. */
+export interface TensorLocation {
+  /** Path of the safetensors file. */
+  file: string;
+  /** The tensor's name inside that file. */
+  tensor: string;
+}
+
+export interface ExpertStoreOptions {
+  /** The safetensors file(s) holding the expert weights. */
+  files: string[];
+  /** Map a model tensor name to its file and name there (default: the same name in whichever file has it). */
+  locate?: (name: string) => TensorLocation | null;
+  /** Budget: '200MB', '1.5GB', a fraction 0.25 / '25%' of the total expert bytes, 'all', or a byte count. */
+  budget: string | number | ByteBudgetSpec;
+  /** Predict and read the next MoE layer's experts in a worker thread (default false). */
+  prefetch?: boolean;
+  /** CRC-32 every expert weight at open and check it on every read (default true). */
+  verify?: boolean;
+  /** Called after every change to the cache (for tests: the budget invariant). */
+  onChange?(store: ExpertStore): void;
+}
+
+/** One weight of one expert on disk. */
+interface WeightRef {
+  /** Model name. */
+  name: string;
+  file: OpenFile;
+  info: SafetensorsTensorInfo;
+  /** Absolute byte position and length in the file. */
+  position: number;
+  length: number;
+  shape: number[];
+  crc: number | null;
+}
+
+interface ExpertRef {
+  layer: number;
+  expert: number;
+  weights: WeightRef[]; // w1, w2, (w3)
+  /** Decoded fp32 bytes. */
+  bytes: number;
+}
+
+interface OpenFile {
+  path: string;
+  fd: number;
+  dataStart: number;
+  tensors: Record<string, SafetensorsTensorInfo>;
+}
+
+interface Pending {
+  sab: SharedArrayBuffer;
+  status: Int32Array;
+  /** Byte offset of each weight's data in sab. */
+  offsets: number[];
+}
+
+interface Entry {
+  ref: ExpertRef;
+  state: 'ready' | 'loading';
+  weights: Tensor[] | null;
+  pending: Pending | null;
+  pins: number;
+  prefetched: boolean;
+  used: boolean;
+}
+
+/** Per MoE layer counters. */
+export interface ExpertLayerStats {
+  /** Index of the layer in the model (`layers.<i>`). */
+  layer: number;
+  hits: number;
+  misses: number;
+  /** Token assignments each expert processed (cumulative). */
+  load: number[];
+}
+
+/** Counters (cumulative since open, except residentBytes). */
+export interface ExpertStoreStats {
+  budgetBytes: number;
+  totalExpertBytes: number;
+  residentBytes: number;
+  /** The most the cache ever held (never above budgetBytes). */
+  peakResidentBytes: number;
+  residentExperts: number;
+  hits: number;
+  misses: number;
+  /** Bytes read from disk (on demand and prefetched). */
+  bytesRead: number;
+  evictions: number;
+  /** Layer forwards whose active experts did not fit together and ran in several groups. */
+  splitForwards: number;
+  prefetchIssued: number;
+  /** Prefetched experts used before they were evicted. */
+  prefetchUseful: number;
+  /** Prefetched experts evicted unused. */
+  prefetchWasted: number;
+  /** Forwards that waited for a prefetch still in flight. */
+  prefetchWaits: number;
+  /** Of the experts layers actually used, how many the previous layer's prediction had named. */
+  predictedCorrect: number;
+  predictedTotal: number;
+  /** Experts predicted. */
+  predictedCount: number;
+  loadErrors: number;
+  layers: ExpertLayerStats[];
+}
+
+const HEADER_BYTES = 16; // Int32 status + 3 CRC-32 slots
+const CRC: ((data: Uint8Array, value?: number) => number) | null = typeof (zlib as { crc32?: unknown }).crc32 === 'function' ? (zlib as unknown as { crc32(d: Uint8Array, v?: number): number }).crc32 : null;
+
+/** The prefetch worker: synchronous preads into shared memory, CRC-32 of each weight, then notify. */
+const WORKER_SOURCE = `
+const { parentPort } = require('node:worker_threads');
+const fs = require('node:fs');
+const zlib = require('node:zlib');
+parentPort.on('message', (m) => {
+  const status = new Int32Array(m.sab, 0, 4);
+  try {
+    m.reads.forEach((r, i) => {
+      const u8 = new Uint8Array(m.sab, r.offset, r.length);
+      let done = 0;
+      while (done < r.length) {
+        const n = fs.readSync(r.fd, u8, done, r.length - done, r.position + done);
+        if (n === 0) throw new Error('short read');
+        done += n;
+      }
+      if (m.crc && typeof zlib.crc32 === 'function') status[1 + i] = zlib.crc32(u8) | 0;
+    });
+    Atomics.store(status, 0, 1);
+  } catch (e) {
+    Atomics.store(status, 0, 2);
+  }
+  Atomics.notify(status, 0);
+});
+`;
+
+function readFully(fd: number, buf: Uint8Array, position: number): number {
+  let done = 0;
+  while (done < buf.length) {
+    const n = readSync(fd, buf, done, buf.length - done, position + done);
+    if (n === 0) break;
+    done += n;
+  }
+  return done;
+}
+
+function openSafetensors(path: string): OpenFile {
+  const fd = openSync(path, 'r');
+  try {
+    const prefix = new Uint8Array(8);
+    readFully(fd, prefix, 0);
+    const { size } = fstatSync(fd);
+    const n = readSafetensorsHeaderLength(prefix, size);
+    const head = new Uint8Array(8 + n);
+    if (readFully(fd, head, 0) !== 8 + n) throw new ConfigError('file', path, 'ended inside its safetensors header');
+    const header = readSafetensorsHeader(head, size);
+    return { path, fd, dataStart: header.dataStart, tensors: header.tensors };
+  } catch (e) {
+    closeSync(fd);
+    throw e;
+  }
+}
+
+const align8 = (n: number): number => Math.ceil(n / 8) * 8;
+
+/** The routed experts of a model's MoE layers, served from disk through a byte-budgeted LRU cache. */
+export class ExpertStore implements ExpertSource {
+  readonly budgetBytes: number;
+  readonly totalExpertBytes: number;
+  readonly prefetch: boolean;
+  readonly verify: boolean;
+  /** The MoE layers served, in depth order, with their model layer index. */
+  readonly layers: Array<{ layer: MoELayer; index: number; norm: Tensor | null }>;
+  private readonly refs: ExpertRef[][];
+  private readonly files: OpenFile[];
+  private readonly cache = new Map<number, Entry>();
+  private readonly layerOf = new Map<MoELayer, number>();
+  private readonly predicted = new Map<number, Set<number>>();
+  private readonly onChange: ((s: ExpertStore) => void) | null;
+  private worker: Worker | null = null;
+  private resident = 0;
+  private peak = 0;
+  private attached = false;
+  private readonly maxExperts: number;
+  private readonly counters = {
+    hits: 0, misses: 0, bytesRead: 0, evictions: 0, splitForwards: 0, prefetchIssued: 0, prefetchUseful: 0,
+    prefetchWasted: 0, prefetchWaits: 0, predictedCorrect: 0, predictedTotal: 0, predictedCount: 0, loadErrors: 0,
+  };
+  private readonly layerStats: ExpertLayerStats[];
+  /** Model tensor names of every routed-expert weight (the rest of the model is resident). */
+  readonly expertTensorNames: ReadonlySet<string>;
+
+  private constructor(
+    layers: ExpertStore['layers'],
+    refs: ExpertRef[][],
+    files: OpenFile[],
+    budget: number,
+    opts: ExpertStoreOptions,
+  ) {
+    this.layers = layers;
+    this.refs = refs;
+    this.files = files;
+    this.totalExpertBytes = refs.flat().reduce((s, r) => s + r.bytes, 0);
+    this.budgetBytes = budget;
+    this.prefetch = opts.prefetch ?? false;
+    this.verify = (opts.verify ?? true) && CRC !== null;
+    this.onChange = opts.onChange ?? null;
+    this.maxExperts = Math.max(1, ...refs.map((r) => r.length));
+    layers.forEach((l, i) => this.layerOf.set(l.layer, i));
+    this.layerStats = layers.map((l, i) => ({ layer: l.index, hits: 0, misses: 0, load: new Array<number>(refs[i].length).fill(0) }));
+    this.expertTensorNames = new Set(refs.flat().flatMap((r) => r.weights.map((w) => w.name)));
+  }
+
+  /**
+   * Index the expert weights of `model`'s MoE layers in `opts.files` (headers only, plus one
+   * CRC pass over the expert bytes when verifying). The model may have been built with
+   * withDeferredExperts (its expert parameters empty); call attach() to route its forwards here.
+   */
+  static async open(model: Module & { moeLayers(): MoELayer[]; layers?: { items: unknown[] } }, opts: ExpertStoreOptions): Promise<ExpertStore> {
+    if (!opts.files.length) throw new ConfigError('files', opts.files, 'needs at least one safetensors file');
+    const files: OpenFile[] = [];
+    try {
+      for (const f of opts.files) files.push(openSafetensors(f));
+      const byName = new Map<string, OpenFile>();
+      for (const f of files) for (const name of Object.keys(f.tensors)) if (!byName.has(name)) byName.set(name, f);
+      const locate = (name: string): { file: OpenFile; tensor: string } | null => {
+        if (opts.locate) {
+          const loc = opts.locate(name);
+          if (!loc) return null;
+          const file = files.find((f) => f.path === loc.file);
+          if (!file) throw new ConfigError('locate', loc.file, `names a file that is not in files (${opts.files.join(', ')})`);
+          return { file, tensor: loc.tensor };
+        }
+        const file = byName.get(name);
+        return file ? { file, tensor: name } : null;
+      };
+      const names = new Map<Tensor, string>();
+      for (const [n, t] of model.namedParameters()) names.set(t, n);
+      const items = (model.layers?.items ?? []) as Array<{ mlp?: unknown; post_attention_layernorm?: { weight?: Tensor } }>;
+      const layers: ExpertStore['layers'] = [];
+      const refs: ExpertRef[][] = [];
+      for (const moe of model.moeLayers()) {
+        const index = items.findIndex((l) => l.mlp === moe);
+        const norm = index >= 0 ? items[index].post_attention_layernorm?.weight ?? null : null;
+        layers.push({ layer: moe, index, norm: norm instanceof Tensor ? norm : null });
+        const c = moe.config;
+        const li = refs.length;
+        refs.push(
+          moe.experts.items.map((ex, e) => {
+            const parts: Array<[Tensor, number[]]> = [[ex.w1.weight, [c.dFF, c.dModel]], [ex.w2.weight, [c.dModel, c.dFF]]];
+            if (ex.w3) parts.push([ex.w3.weight, [c.dFF, c.dModel]]);
+            const weights = parts.map(([t, shape]) => {
+              const name = names.get(t);
+              if (!name) throw new ConfigError('model', 'expert weight', `layer ${index} expert ${e}: a weight is not among the model's named parameters`);
+              const loc = locate(name);
+              if (!loc) throw new ExpertLoadError(name, opts.files.join(', '), 'is not in the safetensors file(s)');
+              const info = loc.file.tensors[loc.tensor];
+              if (!info) throw new ExpertLoadError(name, loc.file.path, `has no tensor ${JSON.stringify(loc.tensor)}`);
+              if (info.shape.length !== 2 || info.shape[0] !== shape[0] || info.shape[1] !== shape[1]) {
+                throw new ExpertLoadError(name, loc.file.path, `has shape [${info.shape}], the model needs [${shape}]`);
+              }
+              const [b, end] = info.dataOffsets;
+              return { name, file: loc.file, info, position: loc.file.dataStart + b, length: end - b, shape, crc: null } as WeightRef;
+            });
+            return { layer: li, expert: e, weights, bytes: weights.reduce((s, w) => s + w.shape[0] * w.shape[1] * 4, 0) };
+          }),
+        );
+      }
+      if (!layers.length) throw new ConfigError('model', 'dense', 'has no MoE layers: nothing to serve from an expert store');
+      const total = refs.flat().reduce((s, r) => s + r.bytes, 0);
+      const spec = typeof opts.budget === 'object' ? opts.budget : parseByteBudget(opts.budget);
+      const budget = Math.min(resolveByteBudget(spec, total), total);
+      const largest = Math.max(...refs.flat().map((r) => r.bytes));
+      if (budget < largest) {
+        throw new ConfigError('expertMemory', typeof opts.budget === 'object' ? budget : opts.budget, `is ${budget} bytes, less than one expert (${largest} bytes; all experts total ${total})`);
+      }
+      const store = new ExpertStore(layers, refs, files, budget, opts);
+      if (store.verify) store.checksumAll();
+      if (store.prefetch) {
+        store.worker = new Worker(WORKER_SOURCE, { eval: true });
+        store.worker.unref();
+      }
+      return store;
+    } catch (e) {
+      for (const f of files) closeSync(f.fd);
+      throw e;
+    }
+  }
+
+  /** CRC-32 of every expert weight, in file order, with a reused 8 MiB buffer. */
+  private checksumAll(): void {
+    const all = this.refs.flat().flatMap((r) => r.weights).sort((a, b) => (a.file.path < b.file.path ? -1 : a.file.path > b.file.path ? 1 : a.position - b.position));
+    const buf = new Uint8Array(8 << 20);
+    for (const w of all) {
+      let crc = 0, done = 0;
+      while (done < w.length) {
+        const n = Math.min(buf.length, w.length - done);
+        const got = readFully(w.file.fd, buf.subarray(0, n), w.position + done);
+        if (got !== n) throw new ExpertLoadError(w.name, w.file.path, `is truncated: the file ends at byte ${w.position + done + got}, the tensor at ${w.position + w.length}`);
+        crc = CRC!(buf.subarray(0, n), crc);
+        done += n;
+      }
+      w.crc = crc >>> 0;
+    }
+  }
+
+  /** Route every served MoE layer's forwards through this store. */
+  attach(): this {
+    for (const { layer } of this.layers) layer.setExpertSource(this);
+    this.attached = true;
+    return this;
+  }
+
+  /** Back to the layers' resident parameters. */
+  detach(): this {
+    for (const { layer } of this.layers) layer.setExpertSource(null);
+    this.attached = false;
+    return this;
+  }
+
+  get isAttached(): boolean {
+    return this.attached;
+  }
+
+  /** Bytes of expert weights the cache holds now (prefetches in flight included). */
+  get residentBytes(): number {
+    return this.resident;
+  }
+
+  stats(): ExpertStoreStats {
+    return {
+      budgetBytes: this.budgetBytes,
+      totalExpertBytes: this.totalExpertBytes,
+      residentBytes: this.resident,
+      peakResidentBytes: this.peak,
+      residentExperts: this.cache.size,
+      ...this.counters,
+      layers: this.layerStats.map((l) => ({ ...l, load: [...l.load] })),
+    };
+  }
+
+  /** Drop every cached expert (counters stay). */
+  clear(): void {
+    for (const [k, ent] of this.cache) if (ent.pins === 0) this.evict(k, ent);
+  }
+
+  /** Detach, stop the prefetch worker and close the files. */
+  async close(): Promise<void> {
+    if (this.attached) this.detach();
+    for (const ent of this.cache.values()) if (ent.pending) this.waitPending(ent);
+    this.cache.clear();
+    this.resident = 0;
+    if (this.worker) await this.worker.terminate();
+    this.worker = null;
+    for (const f of this.files) {
+      try {
+        closeSync(f.fd);
+      } catch {
+        /* already closed */
+      }
+    }
+    this.files.length = 0;
+  }
+
+  // ---- ExpertSource ----
+
+  runExperts(layer: MoELayer, xs: Tensor, offsets: Int32Array, input: Tensor): Tensor {
+    const li = this.layerOf.get(layer);
+    if (li === undefined) throw new ConfigError('layer', 'MoELayer', 'is not served by this expert store');
+    const E = offsets.length - 1;
+    const N = xs.shape[0], d = xs.shape[1];
+    const act = layer.config.expert.activation;
+    const gated = layer.config.expert.gated;
+    const used: number[] = [];
+    const load = this.layerStats[li].load;
+    for (let e = 0; e < E; e++) {
+      const m = offsets[e + 1] - offsets[e];
+      if (m > 0) {
+        used.push(e);
+        load[e] += m;
+      }
+    }
+    const prediction = this.predicted.get(li);
+    if (prediction) {
+      this.predicted.delete(li);
+      this.counters.predictedTotal += used.length;
+      this.counters.predictedCount += prediction.size;
+      for (const e of used) if (prediction.has(e)) this.counters.predictedCorrect++;
+    }
+    if (this.prefetch && this.worker && li + 1 < this.layers.length) this.prefetchNext(li, input, used);
+    if (used.length === 0) return groupedExpertFFN(xs, Int32Array.of(0), { w1: [], w2: [], w3: gated ? [] : null }, act);
+
+    // Consecutive groups of the active experts whose weights fit in the budget together.
+    const groups: number[][] = [];
+    let cur: number[] = [], curBytes = 0;
+    for (const e of used) {
+      const b = this.refs[li][e].bytes;
+      if (cur.length && curBytes + b > this.budgetBytes) {
+        groups.push(cur);
+        cur = [];
+        curBytes = 0;
+      }
+      cur.push(e);
+      curBytes += b;
+    }
+    groups.push(cur);
+    if (groups.length > 1) this.counters.splitForwards++;
+
+    const runGroup = (group: number[]): { ys: Tensor; r0: number; r1: number } => {
+      const got: Entry[] = [];
+      try {
+        for (const e of group) got.push(this.acquire(li, e));
+        const r0 = offsets[group[0]], r1 = offsets[group[group.length - 1] + 1];
+        const local = new Int32Array(group.length + 1);
+        group.forEach((e, i) => (local[i] = offsets[e] - r0));
+        local[group.length] = r1 - r0;
+        const w: ExpertBlockWeights = {
+          w1: got.map((g) => g.weights![0]),
+          w2: got.map((g) => g.weights![1]),
+          w3: gated ? got.map((g) => g.weights![2]) : null,
+        };
+        const x = groups.length === 1 ? xs : new Tensor(xs.f32.slice(r0 * d, r1 * d), [r1 - r0, d]);
+        return { ys: groupedExpertFFN(x, local, w, act), r0, r1 };
+      } finally {
+        for (const g of got) g.pins--;
+        this.changed();
+      }
+    };
+    if (groups.length === 1) return runGroup(groups[0]).ys;
+    const y = new Float32Array(N * d);
+    for (const g of groups) {
+      const { ys, r0 } = runGroup(g);
+      y.set(ys.f32, r0 * d);
+    }
+    return new Tensor(y, [N, d]);
+  }
+
+  // ---- cache ----
+
+  private key(li: number, e: number): number {
+    return li * this.maxExperts + e;
+  }
+
+  private changed(): void {
+    if (this.resident > this.peak) this.peak = this.resident;
+    this.onChange?.(this);
+  }
+
+  /** Get expert e of layer li resident and pinned (hit, prefetch in flight, or a synchronous read). */
+  private acquire(li: number, e: number): Entry {
+    const k = this.key(li, e);
+    const stats = this.layerStats[li];
+    let ent = this.cache.get(k);
+    if (ent) {
+      if (ent.state === 'loading') {
+        try {
+          this.waitPending(ent);
+        } catch (err) {
+          this.evict(k, ent);
+          this.counters.loadErrors++;
+          throw err;
+        }
+      }
+      if (ent.prefetched && !ent.used) this.counters.prefetchUseful++;
+      ent.used = true;
+      this.counters.hits++;
+      stats.hits++;
+      this.cache.delete(k);
+      this.cache.set(k, ent); // most recently used
+      ent.pins++;
+      this.changed();
+      return ent;
+    }
+    this.counters.misses++;
+    stats.misses++;
+    const ref = this.refs[li][e];
+    this.makeRoom(ref.bytes, null);
+    ent = { ref, state: 'ready', weights: null, pending: null, pins: 1, prefetched: false, used: true };
+    this.cache.set(k, ent);
+    this.resident += ref.bytes;
+    try {
+      ent.weights = ref.weights.map((w) => this.readWeight(w));
+    } catch (err) {
+      this.cache.delete(k);
+      this.resident -= ref.bytes;
+      this.counters.loadErrors++;
+      this.changed();
+      throw err;
+    }
+    this.changed();
+    return ent;
+  }
+
+  /** Evict least recently used unpinned entries (never those in `protect`) until `bytes` more fit. */
+  private makeRoom(bytes: number, protect: Set<number> | null): boolean {
+    if (this.resident + bytes <= this.budgetBytes) return true;
+    for (const [k, ent] of this.cache) {
+      if (this.resident + bytes <= this.budgetBytes) break;
+      if (ent.pins > 0 || ent.state === 'loading' || protect?.has(k)) continue;
+      this.evict(k, ent);
+    }
+    if (this.resident + bytes <= this.budgetBytes) return true;
+    if (protect) return false; // a prefetch does not wait
+    // Only prefetches in flight are left to make room: wait for them (oldest first) and evict.
+    for (const [k, ent] of this.cache) {
+      if (this.resident + bytes <= this.budgetBytes) break;
+      if (ent.pins > 0 || ent.state !== 'loading') continue;
+      try {
+        this.waitPending(ent);
+      } catch {
+        /* a failed prefetch is simply dropped */
+      }
+      this.evict(k, ent);
+    }
+    if (this.resident + bytes > this.budgetBytes) {
+      throw new ConfigError('expertMemory', this.budgetBytes, `cannot hold ${bytes} more bytes: ${this.resident} bytes are pinned by the running layer`);
+    }
+    return true;
+  }
+
+  private evict(k: number, ent: Entry): void {
+    if (!this.cache.delete(k)) return;
+    this.resident -= ent.ref.bytes;
+    this.counters.evictions++;
+    if (ent.prefetched && !ent.used) this.counters.prefetchWasted++;
+    ent.weights = null;
+    this.changed();
+  }
+
+  /** One weight, synchronously: a positioned read into a fresh buffer, checked, decoded to fp32. */
+  private readWeight(w: WeightRef): Tensor {
+    const f32 = w.info.dtype === 'F32';
+    const out = f32 ? new Float32Array(w.length / 4) : null;
+    const raw = out ? new Uint8Array(out.buffer) : new Uint8Array(w.length);
+    let got: number;
+    try {
+      got = readFully(w.file.fd, raw, w.position);
+    } catch (e) {
+      throw new ExpertLoadError(w.name, w.file.path, `cannot be read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`, e);
+    }
+    this.counters.bytesRead += got;
+    if (got !== w.length) throw new ExpertLoadError(w.name, w.file.path, `is truncated: the file ends ${w.length - got} bytes before the end of this tensor`);
+    if (this.verify && w.crc !== null) {
+      const crc = CRC!(raw) >>> 0;
+      if (crc !== w.crc) throw new ExpertLoadError(w.name, w.file.path, `is corrupted: CRC-32 ${crc.toString(16)} differs from ${w.crc.toString(16)} taken when the store opened`);
+    }
+    return this.decode(w, raw, out);
+  }
+
+  private decode(w: WeightRef, raw: Uint8Array, f32: Float32Array | null): Tensor {
+    if (f32) return new Tensor(f32, w.shape);
+    try {
+      return decodeSafetensorsTensor(w.name, w.info, raw);
+    } catch (e) {
+      throw new ExpertLoadError(w.name, w.file.path, `cannot be decoded (${(e as Error).message})`, e);
+    }
+  }
+
+  // ---- prefetch ----
+
+  /** Predict layer li+1's experts from layer li's router input and start reading the missing ones. */
+  private prefetchNext(li: number, input: Tensor, used: number[]): void {
+    const next = this.layers[li + 1];
+    const r = next.layer.config.router;
+    if (r.type !== 'topk') return;
+    const T = input.shape[0], d = input.shape[1];
+    if (T === 0) return;
+    const predicted = noGrad(() => {
+      let x = input;
+      const cur = this.layers[li].norm, nxt = next.norm;
+      if (cur && nxt && cur.size === d && nxt.size === d) {
+        // input = rms(h)⁻¹·h⊙γ_l; the next layer's router sees rms(h')⁻¹·h'⊙γ_{l+1}: swap γ (h' ≈ h).
+        const a = cur.f32, b = nxt.f32, src = input.f32;
+        const scaled = new Float32Array(src.length);
+        for (let t = 0; t < T; t++) for (let j = 0; j < d; j++) scaled[t * d + j] = a[j] !== 0 ? (src[t * d + j] / a[j]) * b[j] : 0;
+        x = new Tensor(scaled, [T, d]);
+      }
+      const logits = matmul(x, next.layer.gate.weight, { transB: true }).f32;
+      const E = next.layer.config.numExperts;
+      const sigmoid = (r as { scoring?: string }).scoring === 'sigmoid';
+      const bias = next.layer.gate.bias?.f32 ?? null;
+      const set = new Set<number>();
+      const score = new Float64Array(E);
+      for (let t = 0; t < T; t++) {
+        let mx = -Infinity;
+        for (let e = 0; e < E; e++) mx = Math.max(mx, logits[t * E + e]);
+        let z = 0;
+        for (let e = 0; e < E; e++) {
+          const l = logits[t * E + e];
+          score[e] = sigmoid ? 1 / (1 + Math.exp(-l)) : Math.exp(l - mx);
+          z += score[e];
+        }
+        for (let e = 0; e < E; e++) {
+          if (!sigmoid) score[e] /= z;
+          if (bias) score[e] += bias[e];
+        }
+        const order = Array.from(score.keys()).sort((a, b) => score[b] - score[a] || a - b);
+        for (let i = 0; i < r.k; i++) set.add(order[i]);
+        if (set.size === E) break;
+      }
+      return set;
+    });
+    this.predicted.set(li + 1, predicted);
+    const nl = li + 1;
+    const protect = new Set(used.map((e) => this.key(li, e)));
+    for (const e of predicted) protect.add(this.key(nl, e));
+    for (const e of [...predicted].sort((a, b) => a - b)) {
+      const k = this.key(nl, e);
+      if (this.cache.has(k)) continue;
+      const ref = this.refs[nl][e];
+      if (!this.makeRoom(ref.bytes, protect)) break;
+      this.issue(k, ref);
+    }
+  }
+
+  private issue(k: number, ref: ExpertRef): void {
+    const offsets: number[] = [];
+    let at = HEADER_BYTES;
+    for (const w of ref.weights) {
+      offsets.push(at);
+      at += align8(w.length);
+    }
+    const sab = new SharedArrayBuffer(at);
+    const status = new Int32Array(sab, 0, 4);
+    const reads = ref.weights.map((w, i) => ({ fd: w.file.fd, position: w.position, length: w.length, offset: offsets[i] }));
+    const ent: Entry = { ref, state: 'loading', weights: null, pending: { sab, status, offsets }, pins: 0, prefetched: true, used: false };
+    this.cache.set(k, ent);
+    this.resident += ref.bytes;
+    this.counters.prefetchIssued++;
+    this.worker!.postMessage({ sab, reads, crc: this.verify });
+    this.changed();
+  }
+
+  /** Block until a prefetch completes and turn its shared buffer into tensors (or read synchronously if it failed). */
+  private waitPending(ent: Entry): void {
+    const p = ent.pending!;
+    if (Atomics.load(p.status, 0) === 0) {
+      this.counters.prefetchWaits++;
+      Atomics.wait(p.status, 0, 0, 60_000);
+    }
+    const state = Atomics.load(p.status, 0);
+    ent.pending = null;
+    ent.state = 'ready';
+    if (state !== 1) {
+      // The worker failed (or timed out): the synchronous path reports what is wrong, naming the tensor.
+      ent.weights = ent.ref.weights.map((w) => this.readWeight(w));
+      return;
+    }
+    ent.weights = ent.ref.weights.map((w, i) => {
+      this.counters.bytesRead += w.length;
+      const raw = new Uint8Array(p.sab, p.offsets[i], w.length);
+      if (this.verify && w.crc !== null && p.status[1 + i] >>> 0 !== w.crc) {
+        throw new ExpertLoadError(w.name, w.file.path, `is corrupted: CRC-32 ${(p.status[1 + i] >>> 0).toString(16)} differs from ${w.crc.toString(16)} taken when the store opened`);
+      }
+      if (w.info.dtype === 'F32') return new Tensor(new Float32Array(p.sab, p.offsets[i], w.length / 4), w.shape);
+      return this.decode(w, raw, null);
+    });
+  }
+}
