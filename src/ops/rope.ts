@@ -33,12 +33,13 @@ function rotaryTable(positions: number, half: number, base: number): { cos: Floa
   return t;
 }
 
-function rotate(src: Float32Array, out: Float32Array, rows: number, T: number, D: number, start: number, base: number, inverse: boolean): void {
+/** Rows are (..., t) with `heads` = 1, or (b, t, h) with `heads` = H (layout [B, T, H, D]). */
+function rotate(src: Float32Array, out: Float32Array, rows: number, T: number, heads: number, D: number, start: number, base: number, inverse: boolean): void {
   const half = D / 2;
   const { cos, sin } = rotaryTable(start + T, half, base);
   const sgn = inverse ? -1 : 1;
   for (let r = 0; r < rows; r++) {
-    const pos = start + (r % T);
+    const pos = start + (Math.floor(r / heads) % T);
     const o = r * D, c = pos * half;
     for (let i = 0; i < half; i++) {
       const x1 = src[o + i], x2 = src[o + half + i];
@@ -50,23 +51,26 @@ function rotate(src: Float32Array, out: Float32Array, rows: number, T: number, D
 }
 
 /**
- * Apply rotary embeddings to x [..., T, D] (D even; typically [B, H, T, D]) for positions
- * startPos .. startPos+T-1 (startPos > 0 when decoding with a KV cache).
+ * Apply rotary embeddings to x [..., T, D] (D even; typically [B, H, T, D]), or to x [B, T, H, D]
+ * with layout 'bthd', for positions startPos .. startPos+T-1 (startPos > 0 with a KV cache).
  */
-export function applyRotary(x: Tensor, opts?: { startPos?: number; base?: number }): Tensor {
+export function applyRotary(x: Tensor, opts?: { startPos?: number; base?: number; layout?: 'bhtd' | 'bthd' }): Tensor {
   const xd = requireFloat(x, 'applyRotary.x');
-  if (x.rank < 2) throw new ShapeError('applyRotary.x', x.shape, 'must be [..., T, D]');
-  const D = x.shape[x.rank - 1], T = x.shape[x.rank - 2];
+  const bthd = opts?.layout === 'bthd';
+  if (bthd ? x.rank !== 4 : x.rank < 2) throw new ShapeError('applyRotary.x', x.shape, bthd ? 'must be [B, T, H, D]' : 'must be [..., T, D]');
+  const D = x.shape[x.rank - 1];
+  const T = bthd ? x.shape[1] : x.shape[x.rank - 2];
+  const heads = bthd ? x.shape[2] : 1;
   if (D % 2 !== 0) throw new ShapeError('applyRotary.x', x.shape, `head dimension ${D} must be even`);
   const start = opts?.startPos ?? 0, base = opts?.base ?? 10000;
   if (!Number.isInteger(start) || start < 0) throw new RangeValueError('applyRotary.startPos', start, 'must be a non-negative integer');
   if (!(base > 0)) throw new RangeValueError('applyRotary.base', base, 'must be > 0');
   const rows = D === 0 ? 0 : x.size / D;
   const out = new Float32Array(x.size);
-  rotate(xd, out, rows, T, D, start, base, false);
+  rotate(xd, out, rows, T, heads, D, start, base, false);
   return record('applyRotary', [x], new Tensor(out, x.shape), (g) => {
     const dx = new Float32Array(x.size);
-    rotate(g.f32, dx, rows, T, D, start, base, true);
+    rotate(g.f32, dx, rows, T, heads, D, start, base, true);
     return [new Tensor(dx, x.shape)];
   });
 }
