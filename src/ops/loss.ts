@@ -85,12 +85,21 @@ export function crossEntropy(logits: Tensor, targets: IndexLike, opts?: CrossEnt
     const gd = g.f32;
     const dz = new Float32Array(logits.size);
     const scale = reduction === 'mean' ? 1 / count : 1;
+    // softmax(z) = exp(log softmax(z)) on the backend, then dz = gᵢ·(p - ε/C) - gᵢ(1-ε)·onehot.
+    be().unary('exp', logp, dz);
+    if (reduction !== 'none') {
+      const gi = gd[0] * scale;
+      be().affine(dz, gi, -gi * (eps / C), dz);
+    }
     for (let i = 0; i < N; i++) {
-      // Ignored rows are skipped (not multiplied by 0), so an all-ignored mean has zero, not NaN, gradient.
-      if (t[i] === ignoreIndex) continue;
-      const gi = (reduction === 'none' ? gd[i] : gd[0]) * scale;
       const base = i * C;
-      for (let c = 0; c < C; c++) dz[base + c] = gi * (Math.exp(logp[base + c]) - eps / C);
+      // Ignored rows get zero (not 0·p), so an all-ignored mean has zero, not NaN, gradient.
+      if (t[i] === ignoreIndex) {
+        dz.fill(0, base, base + C);
+        continue;
+      }
+      const gi = reduction === 'none' ? gd[i] * scale : gd[0] * scale;
+      if (reduction === 'none') for (let c = 0; c < C; c++) dz[base + c] = gi * (dz[base + c] - eps / C);
       dz[base + t[i]] -= gi * (1 - eps);
     }
     return [new Tensor(dz, logits.shape)];
