@@ -9,6 +9,7 @@ import * as sm from '../ops/softmax.js';
 import * as sh from '../ops/shape.js';
 import * as ix from '../ops/gather.js';
 import type { Activation } from '../backend/interface.js';
+import { getBackend } from '../backend/index.js';
 
 /** Element types: fp32 for values, int32 for indices. */
 export type DType = 'float32' | 'int32';
@@ -183,6 +184,12 @@ export class Tensor {
   addInPlace(other: Tensor): this {
     if (other.size !== this.size) throw new ShapeError('other.shape', other.shape, `addInPlace needs ${this.size} elements ([${this.shape}])`);
     const a = this.data, b = other.data;
+    if (a.length >= 4096 && a instanceof Float32Array && b instanceof Float32Array) {
+      // Large gradient sums (the residual stream) run on the backend's vectorised kernel.
+      const shape = Int32Array.of(a.length), unit = Int32Array.of(1);
+      getBackend().binary('add', a, unit, b, unit, a, shape);
+      return this;
+    }
     for (let i = 0; i < a.length; i++) a[i] += b[i];
     return this;
   }
