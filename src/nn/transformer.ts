@@ -18,7 +18,7 @@ import type { ExpertConfig, LossConfig, MoEConfig, RouterConfig } from '../moe/c
 import { add, maximum, minimum } from '../ops/elementwise.js';
 import { matmul } from '../ops/matmul.js';
 import { applyRotary } from '../ops/rope.js';
-import { concat, expand, reshape, slice, transpose, unsqueeze } from '../ops/shape.js';
+import { concat, expand, reshape, slice } from '../ops/shape.js';
 import { scaledDotProductAttention } from '../ops/attention.js';
 import { crossEntropy } from '../ops/loss.js';
 import { Generator } from '../random.js';
@@ -123,18 +123,11 @@ export interface AttentionCacheSlot {
   set: (kv: { k: Tensor; v: Tensor }) => void;
 }
 
-/** [B, Hkv, T, D] → [B, Hkv·rep, T, D]: each key/value head serves `rep` query heads (HF repeat_kv). */
-function repeatKV(t: Tensor, rep: number): Tensor {
-  if (rep === 1) return t;
-  const [B, Hkv, T, D] = t.shape;
-  return reshape(expand(unsqueeze(t, 2), [B, Hkv, rep, T, D]), [B, Hkv * rep, T, D]);
-}
-
 function clip(t: Tensor, c: number): Tensor {
   return minimum(maximum(t, Tensor.scalar(-c)), Tensor.scalar(c));
 }
 
-/** Key/value cache for incremental decoding: per layer [B, H, T, Dh] tensors. */
+/** Key/value cache for incremental decoding: per layer [B, T, H, Dh] tensors. */
 export class KVCache {
   readonly layers: Array<{ k: Tensor; v: Tensor } | null>;
   constructor(nLayers: number) {
@@ -142,7 +135,7 @@ export class KVCache {
   }
   /** Cached positions (0 when empty). */
   get length(): number {
-    return this.layers[0]?.k.shape[2] ?? 0;
+    return this.layers[0]?.k.shape[1] ?? 0;
   }
 }
 
@@ -199,33 +192,35 @@ export class CausalSelfAttention extends Module {
       k = clip(k, this.clipQKV);
       v = clip(v, this.clipQKV);
     }
+    // Heads stay in the projections' [B, T, H, Dh] layout: attention and rotary read it directly.
     let q4 = reshape(q, [B, T, H, Dh]), k4 = reshape(k, [B, T, Hkv, Dh]);
+    let v4 = reshape(v, [B, T, Hkv, Dh]);
     if (this.qkNorm === 'head' && this.q_norm && this.k_norm) {
       q4 = this.q_norm.forward(q4);
       k4 = this.k_norm.forward(k4);
     }
-    const heads = (t: Tensor): Tensor => transpose(t, [0, 2, 1, 3]); // [B, T, h, Dh] → [B, h, T, Dh]
-    const start = cache?.entry ? cache.entry.k.shape[2] : 0;
-    const qh = applyRotary(heads(q4), { startPos: start, base: this.ropeTheta });
-    let kh = applyRotary(heads(k4), { startPos: start, base: this.ropeTheta });
-    let vh = heads(reshape(v, [B, T, Hkv, Dh]));
+    const start = cache?.entry ? cache.entry.k.shape[1] : 0;
+    const rope = { startPos: start, base: this.ropeTheta, layout: 'bthd' as const };
+    q4 = applyRotary(q4, rope);
+    k4 = applyRotary(k4, rope);
     if (cache) {
       if (cache.entry) {
-        kh = concat([cache.entry.k, kh], 2);
-        vh = concat([cache.entry.v, vh], 2);
+        k4 = concat([cache.entry.k, k4], 1);
+        v4 = concat([cache.entry.v, v4], 1);
       }
-      cache.set({ k: kh.detach(), v: vh.detach() });
+      cache.set({ k: k4.detach(), v: v4.detach() });
     }
-    const o = scaledDotProductAttention(qh, repeatKV(kh, H / Hkv), repeatKV(vh, H / Hkv), { causal: true, scale: this.scale });
-    return this.o_proj.forward(reshape(transpose(o, [0, 2, 1, 3]), [B, T, H * Dh]));
+    // Grouped-query attention: query head h reads key/value head ⌊h·Hkv/H⌋ (HF repeat_kv), no copies.
+    const o = scaledDotProductAttention(q4, k4, v4, { causal: true, layout: 'bthd', scale: this.scale });
+    return this.o_proj.forward(reshape(o, [B, T, H * Dh]));
   }
 }
 
 /**
  * DeepSeek-V2/V3 multi-head latent attention (see MLAConfig), written from Hugging Face's
  * DeepseekV3Attention with rotate-half rotary positions on the rope part (interleaved-rope
- * checkpoints are permuted to this layout at import). The cache holds the expanded per-head
- * keys and values.
+ * checkpoints are permuted to this layout at import). Heads stay in [B, T, H, ·] layout; the
+ * cache holds the expanded per-head keys and values.
  */
 export class MultiHeadLatentAttention extends Module {
   readonly nHeads: number;
@@ -268,26 +263,28 @@ export class MultiHeadLatentAttention extends Module {
     const [B, T] = x.shape;
     const H = this.nHeads, m = this.mla;
     const nope = m.qkNopeHeadDim, rope = m.qkRopeHeadDim, qkHead = nope + rope;
-    const start = cache?.entry ? cache.entry.k.shape[2] : 0;
+    const start = cache?.entry ? cache.entry.k.shape[1] : 0;
+    const ropeOpts = { startPos: start, base: this.ropeTheta, layout: 'bthd' as const };
     const qFlat = this.q_proj ? this.q_proj.forward(x) : (this.q_b_proj as Linear).forward((this.q_a_layernorm as RMSNorm).forward((this.q_a_proj as Linear).forward(x)));
-    const q = transpose(reshape(qFlat, [B, T, H, qkHead]), [0, 2, 1, 3]); // [B, H, T, qk]
-    const qRot = applyRotary(slice(q, 3, nope, qkHead), { startPos: start, base: this.ropeTheta });
+    const q = reshape(qFlat, [B, T, H, qkHead]);
+    const qRot = applyRotary(slice(q, 3, nope, qkHead), ropeOpts);
     const ckv = this.kv_a_proj_with_mqa.forward(x); // [B, T, kvRank + rope]
-    const kv = this.kv_b_proj.forward(this.kv_a_layernorm.forward(slice(ckv, 2, 0, m.kvLoraRank)));
-    const kv4 = transpose(reshape(kv, [B, T, H, nope + m.vHeadDim]), [0, 2, 1, 3]); // [B, H, T, nope + v]
-    const kRot1 = applyRotary(reshape(slice(ckv, 2, m.kvLoraRank, m.kvLoraRank + rope), [B, 1, T, rope]), { startPos: start, base: this.ropeTheta });
-    const qs = concat([slice(q, 3, 0, nope), qRot], 3);
-    let ks = concat([slice(kv4, 3, 0, nope), expand(kRot1, [B, H, T, rope])], 3);
-    let vs = slice(kv4, 3, nope, nope + m.vHeadDim);
+    const kv = reshape(this.kv_b_proj.forward(this.kv_a_layernorm.forward(slice(ckv, 2, 0, m.kvLoraRank))), [B, T, H, nope + m.vHeadDim]);
+    // The single rope key head, shared by every head.
+    const kRot = applyRotary(reshape(slice(ckv, 2, m.kvLoraRank, m.kvLoraRank + rope), [B, T, 1, rope]), ropeOpts);
+    const qs = nope > 0 ? concat([slice(q, 3, 0, nope), qRot], 3) : qRot;
+    const kRotH = expand(kRot, [B, T, H, rope]);
+    let ks = nope > 0 ? concat([slice(kv, 3, 0, nope), kRotH], 3) : kRotH;
+    let vs = slice(kv, 3, nope, nope + m.vHeadDim);
     if (cache) {
       if (cache.entry) {
-        ks = concat([cache.entry.k, ks], 2);
-        vs = concat([cache.entry.v, vs], 2);
+        ks = concat([cache.entry.k, ks], 1);
+        vs = concat([cache.entry.v, vs], 1);
       }
       cache.set({ k: ks.detach(), v: vs.detach() });
     }
-    const o = scaledDotProductAttention(qs, ks, vs, { causal: true, scale: this.scale }); // [B, H, T, v]
-    return this.o_proj.forward(reshape(transpose(o, [0, 2, 1, 3]), [B, T, H * m.vHeadDim]));
+    const o = scaledDotProductAttention(qs, ks, vs, { causal: true, layout: 'bthd', scale: this.scale }); // [B, T, H, v]
+    return this.o_proj.forward(reshape(o, [B, T, H * m.vHeadDim]));
   }
 }
 
