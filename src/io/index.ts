@@ -12,3 +12,4 @@ export {
 } from './safetensors.js';
 export { saveSafetensors, loadSafetensors, writeFileAtomic, SafetensorsFile } from './safetensors-file.js';
 export { f16BitsToNumber } from './half.js';
+export * from './hf-import.js';

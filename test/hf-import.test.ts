@@ -1,0 +1,316 @@
+/**
+ * Hugging Face import: tiny checkpoints in each family's exact layout (test/helpers/hf-fixtures.ts)
+ * must give the logits of the PyTorch reference implementations written from Hugging Face's
+ * modeling code (scripts/fixtures/make_hf_goldens.py → test/fixtures/hf/*.json), and everything
+ * unsupported must be refused with a ConfigError naming the config field or tensor.
+ */
+import { open, rm } from 'node:fs/promises';
+import { afterAll, describe, expect, it } from 'vitest';
+import { ConfigError, KVCache, MoELayer, MultiHeadLatentAttention, noGrad, Tensor } from '../src/index.js';
+import { decodeSafetensorsTensor, HF_MODEL_TYPES, hfConfigToSwitchyard, loadHFModel, loadModelFolder, saveImportedModel } from '../src/io/index.js';
+import { HF_CASES, loadHFCase, tempCheckpointDir, writeHFCheckpoint, type HFCase, type HFCaseName, type WriteOptions } from './helpers/hf-fixtures.js';
+
+const dirs: string[] = [];
+afterAll(async () => {
+  await Promise.all(dirs.map((d) => rm(d, { recursive: true, force: true })));
+});
+
+function checkpoint(c: HFCase, opts?: WriteOptions): string {
+  const dir = tempCheckpointDir(c.name);
+  dirs.push(dir);
+  return writeHFCheckpoint(dir, c, opts);
+}
+
+function logitsOf(model: Awaited<ReturnType<typeof loadHFModel>>['model'], ids: number[][]): Float32Array {
+  return noGrad(() => model.forward(Tensor.indices(ids.flat(), [ids.length, ids[0].length])).logits.f32);
+}
+
+/** max |a − e| / max |e| ≤ tol (relative to the logits' scale) and elementwise rtol with that floor. */
+function expectLogitsClose(actual: Float32Array, expected: Float32Array, rtol: number, label: string): void {
+  expect(actual.length, `${label} length`).toBe(expected.length);
+  let scale = 0;
+  for (const v of expected) scale = Math.max(scale, Math.abs(v));
+  let worst = 0, at = -1;
+  for (let i = 0; i < expected.length; i++) {
+    const err = Math.abs(actual[i] - expected[i]) / (Math.abs(expected[i]) + 1e-2 * scale);
+    if (!(err <= worst)) {
+      worst = err;
+      at = i;
+    }
+  }
+  expect(worst, `${label}: worst relative error at ${at}: got ${actual[at]}, expected ${expected[at]}`).toBeLessThanOrEqual(rtol);
+}
+
+async function refusal(p: Promise<unknown>): Promise<ConfigError> {
+  try {
+    await p;
+  } catch (e) {
+    expect(e).toBeInstanceOf(ConfigError);
+    return e as ConfigError;
+  }
+  throw new Error('expected a ConfigError, but the import succeeded');
+}
+
+describe('Hugging Face import: logits match the PyTorch references', () => {
+  it('covers every supported model_type', () => {
+    const types = new Set(HF_CASES.map((n) => loadHFCase(n).modelType));
+    for (const t of HF_MODEL_TYPES) expect(types.has(t), t).toBe(true);
+  });
+
+  for (const name of HF_CASES) {
+    it(`${name}: logits within 1e-4 relative of the reference`, async () => {
+      const c = loadHFCase(name as HFCaseName);
+      expect(c.source).toBe('scripts/fixtures/make_hf_goldens.py');
+      const res = await loadHFModel(checkpoint(c));
+      expect(res.family).toBe(c.modelType);
+      const logits = logitsOf(res.model, c.inputIds);
+      expect([c.inputIds.length, c.inputIds[0].length, res.config.vocabSize]).toEqual(c.logits.shape);
+      expectLogitsClose(logits, c.logits.data, 1e-4, name);
+      // Every MoE layer routed something; every parameter came from the files.
+      expect(res.model.moeLayers().length).toBeGreaterThan(0);
+      expect(res.tensors.size).toBe(Object.keys(res.model.stateDict()).length);
+    });
+
+    it(`${name}: incremental decoding with the KV cache gives the full-sequence logits`, async () => {
+      const c = loadHFCase(name as HFCaseName);
+      const { model } = await loadHFModel(checkpoint(c));
+      const ids = c.inputIds[1];
+      const full = logitsOf(model, [ids]);
+      const V = model.config.vocabSize;
+      const cache = new KVCache(model.config.nLayers);
+      noGrad(() => {
+        // Two tokens, then one at a time.
+        let pos = 0;
+        for (const n of [2, 1, 1, 1, 1, 1]) {
+          const step = model.forward(Tensor.indices(ids.slice(pos, pos + n), [1, n]), { cache }).logits.f32;
+          expectLogitsClose(step, full.subarray(pos * V, (pos + n) * V), 1e-5, `${name} cached step at ${pos}`);
+          pos += n;
+        }
+      });
+    });
+  }
+
+  it('family specifics reach the model: GQA, head_dim, biases, q/k norms, clip, tied head, dense layers, MLA, shared gate', async () => {
+    const mix = hfConfigToSwitchyard(loadHFCase('mixtral').config).config;
+    expect(mix).toMatchObject({ nKVHeads: 2, tieEmbeddings: false, ropeTheta: 1e6, normEps: 1e-5, moe: { numExperts: 4, router: { type: 'topk', k: 2, normalize: true } } });
+    const q2 = hfConfigToSwitchyard(loadHFCase('qwen2_moe').config).config;
+    expect(q2).toMatchObject({ attentionBias: true, denseLayers: [1], moe: { dFF: 12, numSharedExperts: 1, sharedDFF: 20, sharedExpertGate: true, router: { normalize: false } } });
+    expect(q2.attentionOutputBias).toBeUndefined();
+    const q3 = hfConfigToSwitchyard(loadHFCase('qwen3_moe').config).config;
+    expect(q3).toMatchObject({ headDim: 8, qkNorm: 'head', tieEmbeddings: true, ropeTheta: 1e6 });
+    const ol = hfConfigToSwitchyard(loadHFCase('olmoe').config).config;
+    expect(ol).toMatchObject({ qkNorm: 'full', clipQKV: 1.5, normEps: 1e-5 });
+    const ds = hfConfigToSwitchyard(loadHFCase('deepseek_v3').config).config;
+    expect(ds).toMatchObject({
+      denseLayers: [0],
+      mla: { qLoraRank: 20, kvLoraRank: 12, qkNopeHeadDim: 8, qkRopeHeadDim: 4, vHeadDim: 6 },
+      moe: { numExperts: 8, dFF: 8, numSharedExperts: 1, sharedDFF: 16, router: { scoring: 'sigmoid', groups: { numGroups: 4, topkGroups: 2 }, routedScalingFactor: 2.5, selectionBias: true, normalize: true } },
+    });
+    const { model } = await loadHFModel(checkpoint(loadHFCase('deepseek_v3')));
+    expect(model.layers.items[0].mlp).not.toBeInstanceOf(MoELayer);
+    expect(model.layers.items[1].mlp).toBeInstanceOf(MoELayer);
+    expect(model.layers.items[1].self_attn).toBeInstanceOf(MultiHeadLatentAttention);
+    const layer = model.layers.items[1].mlp as MoELayer;
+    expect(layer.gate.bias).not.toBeNull();
+    const q3model = (await loadHFModel(checkpoint(loadHFCase('qwen3_moe')))).model;
+    expect(q3model.lm_head).toBeNull();
+  });
+});
+
+describe('Hugging Face import: file layouts and dtypes', () => {
+  it('BF16 values stored as F32 (single file) and as BF16 (two shards) load to the same bits', async () => {
+    const c = loadHFCase('qwen3_moe');
+    const a = await loadHFModel(checkpoint(c, { dtype: 'F32', shards: 1 }));
+    const b = await loadHFModel(checkpoint(c, { dtype: 'BF16', shards: 2 }));
+    expect(Array.from(logitsOf(a.model, c.inputIds))).toEqual(Array.from(logitsOf(b.model, c.inputIds)));
+    expect(b.tensors.get('layers.0.self_attn.q_proj.weight')?.dtype).toBe('BF16');
+    expect(new Set([...b.tensors.values()].map((s) => s.file)).size).toBe(2);
+  });
+
+  it('F16 weights decode exactly (olmoe F16 vs the same values as F32)', async () => {
+    const c = loadHFCase('olmoe');
+    const a = await loadHFModel(checkpoint(c));
+    const b = await loadHFModel(checkpoint(c, { dtype: 'F32' }));
+    expect(a.tensors.get('embed_tokens.weight')?.dtype).toBe('F16');
+    expect(Array.from(logitsOf(a.model, c.inputIds))).toEqual(Array.from(logitsOf(b.model, c.inputIds)));
+  });
+
+  it('transformers v5 fused expert tensors (experts.gate_up_proj / down_proj) give the same model', async () => {
+    for (const name of ['qwen3_moe', 'mixtral', 'deepseek_v3'] as const) {
+      const c = loadHFCase(name);
+      const res = await loadHFModel(checkpoint(c, { fusedExperts: true }));
+      expect(res.tensors.get('layers.1.mlp.experts.1.w3.weight')?.name).toBe('model.layers.1.mlp.experts.gate_up_proj');
+      expectLogitsClose(logitsOf(res.model, c.inputIds), c.logits.data, 1e-4, `${name} fused`);
+    }
+  });
+
+  it('deferExperts leaves routed experts on disk and reports where each one is (positioned reads give its values)', async () => {
+    const c = loadHFCase('deepseek_v3');
+    const res = await loadHFModel(checkpoint(c), { deferExperts: true });
+    const expertParams = Object.entries(res.model.stateDict()).filter(([n]) => /\.mlp\.experts\.\d+\./.test(n));
+    expect(expertParams.length).toBeGreaterThan(0);
+    for (const [, t] of expertParams) expect(t.size).toBe(0);
+    const src = res.tensors.get('layers.2.mlp.experts.5.w2.weight');
+    expect(src?.expert).toBe(true);
+    const fh = await open(src!.file, 'r');
+    const raw = new Uint8Array(src!.byteLength);
+    await fh.read(raw, 0, raw.length, src!.byteOffset);
+    await fh.close();
+    const t = decodeSafetensorsTensor(src!.name, { dtype: src!.dtype, shape: src!.shape, dataOffsets: [0, raw.length] }, raw);
+    const want = c.tensors.find((x) => x.name === 'model.layers.2.mlp.experts.5.down_proj.weight')!;
+    expect(t.shape).toEqual(want.shape);
+    expect(Array.from(t.f32)).toEqual(Array.from(want.data));
+    // Non-expert weights are loaded.
+    expect(Array.from(res.model.stateDict()['layers.2.mlp.gate.e_score_correction_bias'].f32)).toEqual(Array.from(c.tensors.find((x) => x.name === 'model.layers.2.mlp.gate.e_score_correction_bias')!.data));
+  });
+
+  it('tensors of multi-token-prediction layers beyond num_hidden_layers are ignored with a note', async () => {
+    const c = loadHFCase('deepseek_v3');
+    const extra = { name: 'model.layers.3.eh_proj.weight', shape: [16, 32], data: new Float32Array(512) };
+    const res = await loadHFModel(checkpoint(c, { extra: [extra] }));
+    expect(res.notes.join('\n')).toMatch(/ignored 1 tensors of layers beyond num_hidden_layers/);
+  });
+
+  it('reads generation_config.json for the end-of-sequence ids', async () => {
+    const res = await loadHFModel(checkpoint(loadHFCase('qwen3_moe')), { weights: false });
+    expect(res.eosTokenIds).toEqual([0]);
+    expect(res.generationConfig).toMatchObject({ temperature: 0.6 });
+  });
+
+  it('a sliding window becomes a context cap (exact), and a longer context is refused naming sliding_window', async () => {
+    const c = loadHFCase('mixtral');
+    const dir = checkpoint(c, { config: { sliding_window: 16 } });
+    const res = await loadHFModel(dir);
+    expect(res.model.config.maxSeqLen).toBe(16);
+    expect(res.notes.join('\n')).toMatch(/sliding_window=16/);
+    expectLogitsClose(logitsOf(res.model, c.inputIds), c.logits.data, 1e-4, 'mixtral capped');
+    const e = await refusal(loadHFModel(dir, { maxSeqLen: 32 }));
+    expect(e.field).toBe('sliding_window');
+    // Qwen: only when use_sliding_window is true.
+    const q = loadHFCase('qwen2_moe');
+    expect((await loadHFModel(checkpoint(q), { weights: false })).model.config.maxSeqLen).toBe(64);
+    expect((await loadHFModel(checkpoint(q, { config: { use_sliding_window: true } }), { weights: false })).model.config.maxSeqLen).toBe(32);
+  });
+});
+
+describe('Hugging Face import: tokenizer.json', () => {
+  it('wraps tokenizer.json as a Tokenizer (encode, decode, tokenString, vocabSize) and generates from a prompt', async () => {
+    const c = loadHFCase('mixtral');
+    const res = await loadHFModel(checkpoint(c, { tokenizer: true }));
+    const tok = res.tokenizer!;
+    expect(tok).not.toBeNull();
+    expect(tok.vocabSize).toBe(48);
+    const ids = tok.encode('hello world the');
+    expect(ids).toEqual([31, 36, 38]);
+    expect(tok.decode(ids)).toBe('hello world the');
+    expect(tok.tokenString(36)).toBe(' world');
+    expect(() => tok.decode([48])).toThrow(/\[0, 48\)/);
+    const out = res.model.generate(tok.encodePrompt('hello world'), 4, { temperature: 0 });
+    expect(out).toHaveLength(4);
+    expect(typeof tok.decode(out)).toBe('string');
+  });
+
+  it('no tokenizer.json: tokenizer is null', async () => {
+    const res = await loadHFModel(checkpoint(loadHFCase('olmoe')), { weights: false });
+    expect(res.tokenizer).toBeNull();
+  });
+});
+
+describe('Hugging Face import: Switchyard model folders (import --out)', () => {
+  it('saveImportedModel → loadModelFolder round-trips to identical logits', async () => {
+    const c = loadHFCase('deepseek_v3');
+    const src = checkpoint(c, { tokenizer: true });
+    const res = await loadHFModel(src);
+    const out = tempCheckpointDir('out');
+    dirs.push(out);
+    await saveImportedModel(res, out, src);
+    const back = await loadModelFolder(out);
+    expect(back.kind).toBe('switchyard');
+    expect(back.family).toBe('deepseek_v3');
+    expect(back.tokenizer?.vocabSize).toBe(48);
+    expect(Array.from(logitsOf(back.model, c.inputIds))).toEqual(Array.from(logitsOf(res.model, c.inputIds)));
+    const hf = await loadModelFolder(src);
+    expect(hf.kind).toBe('hf');
+  });
+});
+
+describe('Hugging Face import: refusals name the config field or tensor', () => {
+  const base = loadHFCase('mixtral');
+  const cases: Array<[string, HFCaseName, Record<string, unknown>, string, RegExp]> = [
+    ['unsupported model_type', 'mixtral', { model_type: 'llama' }, 'model_type', /unsupported architecture.*supported: mixtral/],
+    ['deepseek_v2', 'deepseek_v3', { model_type: 'deepseek_v2' }, 'model_type', /DeepSeek-V2/],
+    ['YaRN rope_scaling', 'deepseek_v3', { rope_scaling: { type: 'yarn', factor: 40, original_max_position_embeddings: 4096 } }, 'rope_scaling', /"yarn" is not implemented/],
+    ['rope_parameters of another type', 'qwen3_moe', { rope_parameters: { rope_type: 'linear', factor: 2, rope_theta: 1e6 } }, 'rope_parameters', /"linear"/],
+    ['quantization_config', 'deepseek_v3', { quantization_config: { quant_method: 'fp8', fmt: 'e4m3' } }, 'quantization_config', /quantized/],
+    ['topk_method', 'deepseek_v3', { topk_method: 'greedy' }, 'topk_method', /noaux_tc/],
+    ['scoring_func', 'deepseek_v3', { scoring_func: 'softmax' }, 'scoring_func', /sigmoid/],
+    ['hidden_act', 'olmoe', { hidden_act: 'gelu' }, 'hidden_act', /silu/],
+    ['num_experts_per_tok > experts', 'mixtral', { num_experts_per_tok: 5 }, 'num_experts_per_tok', /exceeds num_local_experts/],
+    ['num_key_value_heads not dividing heads', 'mixtral', { num_key_value_heads: 3 }, 'num_key_value_heads', /must divide/],
+    ['missing hidden_size', 'olmoe', { hidden_size: undefined }, 'hidden_size', /integer/],
+    ['moe_layer_freq', 'deepseek_v3', { moe_layer_freq: 2 }, 'moe_layer_freq', /only 1/],
+  ];
+  for (const [label, name, patch, field, msg] of cases) {
+    it(label, async () => {
+      const e = await refusal(loadHFModel(checkpoint(loadHFCase(name), { config: patch })));
+      expect(e.field).toBe(field);
+      expect(e.message).toMatch(msg);
+    });
+  }
+
+  it('a missing tensor', async () => {
+    const e = await refusal(loadHFModel(checkpoint(base, { omit: ['model.layers.1.self_attn.k_proj.weight'] })));
+    expect(e.field).toBe('model.layers.1.self_attn.k_proj.weight');
+    expect(e.message).toMatch(/not found/);
+  });
+
+  it('a missing expert tensor (sharded DeepSeek)', async () => {
+    const e = await refusal(loadHFModel(checkpoint(loadHFCase('deepseek_v3'), { omit: ['model.layers.2.mlp.experts.7.up_proj.weight'] })));
+    expect(e.field).toBe('model.layers.2.mlp.experts.7.up_proj.weight');
+  });
+
+  it('an untied model without lm_head.weight', async () => {
+    const e = await refusal(loadHFModel(checkpoint(base, { omit: ['lm_head.weight'] })));
+    expect(e.field).toBe('lm_head.weight');
+  });
+
+  it('a bad shape', async () => {
+    const bad = { name: 'model.layers.0.self_attn.q_proj.weight', shape: [8, 16], data: new Float32Array(128) };
+    const e = await refusal(loadHFModel(checkpoint(base, { replace: [bad] })));
+    expect(e.field).toBe('model.layers.0.self_attn.q_proj.weight');
+    expect(e.message).toMatch(/shape \[8, 16\].*\[16, 16\]/);
+  });
+
+  it('a bad expert shape, even with deferExperts', async () => {
+    const bad = { name: 'model.layers.1.block_sparse_moe.experts.2.w2.weight', shape: [16, 20], data: new Float32Array(320) };
+    const e = await refusal(loadHFModel(checkpoint(base, { replace: [bad] }), { deferExperts: true }));
+    expect(e.field).toBe('model.layers.1.block_sparse_moe.experts.2.w2.weight');
+  });
+
+  it('a quantized (F8) tensor', async () => {
+    const raw = new Map([['model.layers.0.self_attn.o_proj.weight', { dtype: 'F8_E4M3', bytes: new Uint8Array(256) }]]);
+    const e = await refusal(loadHFModel(checkpoint(base, { raw })));
+    expect(e.field).toBe('model.layers.0.self_attn.o_proj.weight');
+    expect(e.message).toMatch(/F8_E4M3/);
+  });
+
+  it('no config.json, no weights', async () => {
+    const empty = tempCheckpointDir('empty');
+    dirs.push(empty);
+    expect((await refusal(loadHFModel(empty))).field).toBe('config.json');
+    const dir = checkpoint(base);
+    await rm(`${dir}/model.safetensors`);
+    expect((await refusal(loadHFModel(dir))).field).toBe('model.safetensors');
+  });
+
+  it('an index naming a shard that lacks the tensor', async () => {
+    const c = loadHFCase('qwen2_moe');
+    const dir = checkpoint(c);
+    const { readFile, writeFile } = await import('node:fs/promises');
+    const idx = JSON.parse(await readFile(`${dir}/model.safetensors.index.json`, 'utf8'));
+    idx.weight_map['model.norm.weight'] = 'model-00001-of-00002.safetensors';
+    await writeFile(`${dir}/model.safetensors.index.json`, JSON.stringify(idx));
+    const e = await refusal(loadHFModel(dir));
+    expect(e.field).toBe('model.norm.weight');
+  });
+});
