@@ -10,6 +10,7 @@ import { evalCommand } from './eval.js';
 import { infoCommand } from './info.js';
 import { inspectCommand } from './inspect.js';
 import { sampleCommand } from './sample.js';
+import { serveCommand } from './serve.js';
 import { trainCommand } from './train.js';
 
 const require = createRequire(import.meta.url);
@@ -23,7 +24,7 @@ export function buildProgram(): Command {
     .description('Switchyard: Mixture-of-Experts for TypeScript. Build, train, inspect and serve sparse MoE models.')
     .version(pkg.version)
     .showSuggestionAfterError(false);
-  for (const cmd of [demoCommand(), trainCommand(), evalCommand(), sampleCommand(), inspectCommand(), compareCommand(), benchCommand(), infoCommand()]) {
+  for (const cmd of [demoCommand(), trainCommand(), evalCommand(), sampleCommand(), inspectCommand(), compareCommand(), benchCommand(), infoCommand(), serveCommand()]) {
     program.addCommand(cmd);
   }
   // Errors become one line on stderr and a non-zero exit, never a stack trace.

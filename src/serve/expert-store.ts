@@ -56,6 +56,12 @@ export interface TensorLocation {
   file: string;
   /** The tensor's name inside that file. */
   tensor: string;
+  /**
+   * Absolute byte offset and length of the weight's data, when it is a slice of the stored tensor
+   * (one expert of a fused [experts, rows, cols] tensor); default: the whole tensor.
+   */
+  byteOffset?: number;
+  byteLength?: number;
 }
 
 export interface ExpertStoreOptions {
@@ -217,6 +223,8 @@ function openSafetensors(path: string): OpenFile {
 
 const align8 = (n: number): number => Math.ceil(n / 8) * 8;
 
+const DTYPE_BYTES: Record<string, number> = { F32: 4, BF16: 2, F16: 2, F64: 8 };
+
 /** The routed experts of a model's MoE layers, served from disk through a byte-budgeted LRU cache. */
 export class ExpertStore implements ExpertSource {
   readonly budgetBytes: number;
@@ -241,6 +249,8 @@ export class ExpertStore implements ExpertSource {
     prefetchWasted: 0, prefetchWaits: 0, predictedCorrect: 0, predictedTotal: 0, predictedCount: 0, loadErrors: 0,
   };
   private readonly layerStats: ExpertLayerStats[];
+  /** Weights whose last read failed, with the error message (cleared by a later good read). */
+  private readonly failures = new Map<string, string>();
   /** Model tensor names of every routed-expert weight (the rest of the model is resident). */
   readonly expertTensorNames: ReadonlySet<string>;
 
@@ -277,13 +287,13 @@ export class ExpertStore implements ExpertSource {
       for (const f of opts.files) files.push(openSafetensors(f));
       const byName = new Map<string, OpenFile>();
       for (const f of files) for (const name of Object.keys(f.tensors)) if (!byName.has(name)) byName.set(name, f);
-      const locate = (name: string): { file: OpenFile; tensor: string } | null => {
+      const locate = (name: string): { file: OpenFile; tensor: string; byteOffset?: number; byteLength?: number } | null => {
         if (opts.locate) {
           const loc = opts.locate(name);
           if (!loc) return null;
           const file = files.find((f) => f.path === loc.file);
           if (!file) throw new ConfigError('locate', loc.file, `names a file that is not in files (${opts.files.join(', ')})`);
-          return { file, tensor: loc.tensor };
+          return { file, tensor: loc.tensor, byteOffset: loc.byteOffset, byteLength: loc.byteLength };
         }
         const file = byName.get(name);
         return file ? { file, tensor: name } : null;
@@ -308,13 +318,22 @@ export class ExpertStore implements ExpertSource {
               if (!name) throw new ConfigError('model', 'expert weight', `layer ${index} expert ${e}: a weight is not among the model's named parameters`);
               const loc = locate(name);
               if (!loc) throw new ExpertLoadError(name, opts.files.join(', '), 'is not in the safetensors file(s)');
-              const info = loc.file.tensors[loc.tensor];
-              if (!info) throw new ExpertLoadError(name, loc.file.path, `has no tensor ${JSON.stringify(loc.tensor)}`);
-              if (info.shape.length !== 2 || info.shape[0] !== shape[0] || info.shape[1] !== shape[1]) {
-                throw new ExpertLoadError(name, loc.file.path, `has shape [${info.shape}], the model needs [${shape}]`);
+              const stored = loc.file.tensors[loc.tensor];
+              if (!stored) throw new ExpertLoadError(name, loc.file.path, `has no tensor ${JSON.stringify(loc.tensor)}`);
+              const size = DTYPE_BYTES[stored.dtype];
+              if (size === undefined) throw new ExpertLoadError(name, loc.file.path, `tensor ${JSON.stringify(loc.tensor)} has dtype ${stored.dtype}; expert weights must be F32, BF16, F16 or F64`);
+              if (loc.byteOffset !== undefined) {
+                // A slice of a larger (fused) tensor: its bytes must be exactly the model's shape.
+                const length = loc.byteLength ?? shape[0] * shape[1] * size;
+                if (length !== shape[0] * shape[1] * size) throw new ExpertLoadError(name, loc.file.path, `slice of ${loc.tensor} is ${length} bytes, [${shape}] of ${stored.dtype} needs ${shape[0] * shape[1] * size}`);
+                const info: SafetensorsTensorInfo = { dtype: stored.dtype, shape, dataOffsets: [0, length] };
+                return { name, file: loc.file, info, position: loc.byteOffset, length, shape, crc: null } as WeightRef;
               }
-              const [b, end] = info.dataOffsets;
-              return { name, file: loc.file, info, position: loc.file.dataStart + b, length: end - b, shape, crc: null } as WeightRef;
+              if (stored.shape.length !== 2 || stored.shape[0] !== shape[0] || stored.shape[1] !== shape[1]) {
+                throw new ExpertLoadError(name, loc.file.path, `has shape [${stored.shape}], the model needs [${shape}]`);
+              }
+              const [b, end] = stored.dataOffsets;
+              return { name, file: loc.file, info: stored, position: loc.file.dataStart + b, length: end - b, shape, crc: null } as WeightRef;
             });
             return { layer: li, expert: e, weights, bytes: weights.reduce((s, w) => s + w.shape[0] * w.shape[1] * 4, 0) };
           }),
@@ -391,6 +410,11 @@ export class ExpertStore implements ExpertSource {
       ...this.counters,
       layers: this.layerStats.map((l) => ({ ...l, load: [...l.load] })),
     };
+  }
+
+  /** Weights whose most recent read failed (name → message); empty when all is well. */
+  failedTensors(): Map<string, string> {
+    return new Map(this.failures);
   }
 
   /** Drop every cached expert (counters stay). */
@@ -590,15 +614,22 @@ export class ExpertStore implements ExpertSource {
     try {
       got = readFully(w.file.fd, raw, w.position);
     } catch (e) {
-      throw new ExpertLoadError(w.name, w.file.path, `cannot be read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`, e);
+      throw this.fail(new ExpertLoadError(w.name, w.file.path, `cannot be read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`, e));
     }
     this.counters.bytesRead += got;
-    if (got !== w.length) throw new ExpertLoadError(w.name, w.file.path, `is truncated: the file ends ${w.length - got} bytes before the end of this tensor`);
+    if (got !== w.length) throw this.fail(new ExpertLoadError(w.name, w.file.path, `is truncated: the file ends ${w.length - got} bytes before the end of this tensor`));
     if (this.verify && w.crc !== null) {
       const crc = CRC!(raw) >>> 0;
-      if (crc !== w.crc) throw new ExpertLoadError(w.name, w.file.path, `is corrupted: CRC-32 ${crc.toString(16)} differs from ${w.crc.toString(16)} taken when the store opened`);
+      if (crc !== w.crc) throw this.fail(new ExpertLoadError(w.name, w.file.path, `is corrupted: CRC-32 ${crc.toString(16)} differs from ${w.crc.toString(16)} taken when the store opened`));
     }
-    return this.decode(w, raw, out);
+    const t = this.decode(w, raw, out);
+    this.failures.delete(w.name);
+    return t;
+  }
+
+  private fail(err: ExpertLoadError): ExpertLoadError {
+    this.failures.set(err.tensor, err.message);
+    return err;
   }
 
   private decode(w: WeightRef, raw: Uint8Array, f32: Float32Array | null): Tensor {
@@ -704,8 +735,9 @@ export class ExpertStore implements ExpertSource {
       this.counters.bytesRead += w.length;
       const raw = new Uint8Array(p.sab, p.offsets[i], w.length);
       if (this.verify && w.crc !== null && p.status[1 + i] >>> 0 !== w.crc) {
-        throw new ExpertLoadError(w.name, w.file.path, `is corrupted: CRC-32 ${(p.status[1 + i] >>> 0).toString(16)} differs from ${w.crc.toString(16)} taken when the store opened`);
+        throw this.fail(new ExpertLoadError(w.name, w.file.path, `is corrupted: CRC-32 ${(p.status[1 + i] >>> 0).toString(16)} differs from ${w.crc.toString(16)} taken when the store opened`));
       }
+      this.failures.delete(w.name);
       if (w.info.dtype === 'F32') return new Tensor(new Float32Array(p.sab, p.offsets[i], w.length / 4), w.shape);
       return this.decode(w, raw, null);
     });

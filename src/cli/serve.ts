@@ -1,0 +1,73 @@
+/** `switchyard serve <checkpoint|hf-dir>`: an OpenAI-compatible HTTP server for a trained or imported MoE model. */
+import { Command, InvalidArgumentError } from 'commander';
+import { basename, resolve } from 'node:path';
+import { formatBytes, parseByteBudget } from '../serve/bytes.js';
+import { loadServingModel } from '../serve/model-loader.js';
+import { createServer } from '../serve/server.js';
+import { intOption } from './common.js';
+
+function sizeOption(flag: string): (v: string) => number {
+  return (v: string) => {
+    let spec;
+    try {
+      spec = parseByteBudget(v, flag);
+    } catch (e) {
+      throw new InvalidArgumentError((e as Error).message);
+    }
+    if (spec.kind !== 'bytes') throw new InvalidArgumentError(`${flag} must be a size such as 1MB or 65536, got ${JSON.stringify(v)}`);
+    return spec.bytes;
+  };
+}
+
+function budgetOption(v: string): string {
+  try {
+    parseByteBudget(v, '--expert-memory');
+  } catch (e) {
+    throw new InvalidArgumentError((e as Error).message);
+  }
+  return v;
+}
+
+export function serveCommand(): Command {
+  return new Command('serve')
+    .description('serve a checkpoint or a Hugging Face MoE folder over HTTP (OpenAI-compatible /v1/completions and /v1/chat/completions, /healthz, /metrics)')
+    .argument('<model>', 'run directory (or its checkpoints/ or a step directory), a Hugging Face MoE folder, or a folder from `switchyard import --out`')
+    .option('--port <n>', 'TCP port (0 = any free port)', intOption('--port', 0), 8080)
+    .option('--host <addr>', 'address to listen on', '127.0.0.1')
+    .option('--expert-memory <size>', "keep routed experts on disk with an LRU cache of this size: '200MB', '1.5GB', a fraction '0.25' / '25%' of all experts, or 'all' (default: load every weight)", budgetOption)
+    .option('--prefetch', "with --expert-memory: read the next layer's predicted experts in a worker thread while the current layer runs")
+    .option('--no-verify', 'skip the sha256 / CRC-32 pass over the weights at start-up (and the per-read CRC check)')
+    .option('--max-queue <n>', 'requests that may wait while one generates; more get 429', intOption('--max-queue', 0), 16)
+    .option('--max-body <size>', 'largest request body; larger get 413', sizeOption('--max-body'), 1 << 20)
+    .option('--context <mode>', "a prompt longer than the context: 'error' (400) or 'truncate' (keep its last tokens)", (v: string) => {
+      if (v !== 'error' && v !== 'truncate') throw new InvalidArgumentError(`--context must be 'error' or 'truncate', got ${JSON.stringify(v)}`);
+      return v;
+    }, 'error')
+    .option('--max-tokens <n>', 'max_tokens of a request that gives none', intOption('--max-tokens'), 128)
+    .option('--model-name <name>', 'the `model` reported in responses (default: the folder name)')
+    .action(async (path: string, o: { port: number; host: string; expertMemory?: string; prefetch?: boolean; verify: boolean; maxQueue: number; maxBody: number; context: 'error' | 'truncate'; maxTokens: number; modelName?: string }) => {
+      if (o.prefetch && !o.expertMemory) throw new InvalidArgumentError('--prefetch needs --expert-memory');
+      const served = await loadServingModel(path, { expertMemory: o.expertMemory ?? null, prefetch: !!o.prefetch, verify: o.verify });
+      const name = o.modelName ?? basename(resolve(path));
+      const server = createServer(served, { modelName: name, maxQueue: o.maxQueue, maxBodyBytes: o.maxBody, context: o.context, defaultMaxTokens: o.maxTokens });
+      const url = await server.listen(o.port, o.host);
+      const s = served.store?.stats();
+      const experts = s ? `experts on disk, cache ${formatBytes(s.budgetBytes)} of ${formatBytes(s.totalExpertBytes)}${served.store!.prefetch ? ', prefetch on' : ''}` : 'all weights resident';
+      process.stdout.write(`switchyard serve: ${name} (${served.source.kind}, context ${served.contextLength}, ${experts}) listening on ${url}\n`);
+      let stopping = false;
+      const stop = (signal: string): void => {
+        if (stopping) return;
+        stopping = true;
+        process.stdout.write(`switchyard serve: ${signal}: finishing ${server.engine.busy ? 1 : 0} running and ${server.engine.queueDepth} queued request(s), then exiting\n`);
+        server.shutdown().then(
+          () => process.exit(0),
+          (e) => {
+            process.stderr.write(`switchyard: shutdown failed: ${(e as Error).message}\n`);
+            process.exit(1);
+          },
+        );
+      };
+      process.on('SIGTERM', () => stop('SIGTERM'));
+      process.on('SIGINT', () => stop('SIGINT'));
+    });
+}
