@@ -314,3 +314,45 @@ describe('Hugging Face import: refusals name the config field or tensor', () => 
     expect(e.field).toBe('model.norm.weight');
   });
 });
+
+describe('switchyard import (CLI, against dist/)', async () => {
+  const { spawnSync } = await import('node:child_process');
+  const { existsSync } = await import('node:fs');
+  const { dirname, join, resolve } = await import('node:path');
+  const { fileURLToPath } = await import('node:url');
+  const bin = join(resolve(dirname(fileURLToPath(import.meta.url)), '..'), 'dist', 'cli', 'main.js');
+  const run = (...args: string[]) => spawnSync(process.execPath, [bin, ...args], { encoding: 'utf8', timeout: 120_000 });
+
+  it.skipIf(!existsSync(bin))('prints a summary, writes --out, generates from --prompt; refusals are one line naming the field', async () => {
+    const src = checkpoint(loadHFCase('qwen2_moe'), { tokenizer: true });
+    const out = tempCheckpointDir('cli-out');
+    dirs.push(out);
+    const r = run('import', src, '--out', out, '--prompt', 'hello world', '--max-tokens', '3');
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/^qwen2_moe \(Qwen2MoeForCausalLM\)/);
+    expect(r.stdout).toMatch(/layers 3 \(2 MoE\)/);
+    expect(r.stdout).toMatch(/experts: 6 routed \(top-2, softmax, hidden 12\) \+ 1 shared/);
+    expect(r.stdout).toMatch(/parameters: [\d.]+K total, [\d.]+K active per token/);
+    expect(r.stdout).toMatch(/weights: F32 in 2 files; tokenizer: hf-bpe/);
+    expect(r.stdout).toMatch(/\nhello world/);
+    expect(existsSync(join(out, 'model.safetensors')) && existsSync(join(out, 'config.json')) && existsSync(join(out, 'tokenizer.json'))).toBe(true);
+    const back = await loadModelFolder(out);
+    expect(back.kind).toBe('switchyard');
+
+    const j = run('import', src, '--json');
+    expect(j.status, j.stderr).toBe(0);
+    const s = JSON.parse(j.stdout);
+    expect(s).toMatchObject({ family: 'qwen2_moe', layers: 3, moeLayers: 2, experts: 6, topK: 2, sharedExperts: 1, files: 2 });
+    expect(s.activeParameters).toBeLessThan(s.parameters);
+
+    const bad = checkpoint(loadHFCase('mixtral'), { config: { model_type: 'llama' } });
+    const e = run('import', bad);
+    expect(e.status).not.toBe(0);
+    expect(e.stderr.trim().split('\n')).toHaveLength(1);
+    expect(e.stderr).toMatch(/^switchyard: model_type="llama": unsupported architecture/);
+    const np = run('import', checkpoint(loadHFCase('olmoe')), '--prompt', 'hi');
+    expect(np.status).not.toBe(0);
+    expect(np.stderr).toMatch(/--prompt="hi": needs tokenizer.json/);
+    expect(run('import', '--help').stdout).toMatch(/Usage: switchyard import/);
+  });
+});

@@ -9,6 +9,7 @@ import { demoCommand } from './demo.js';
 import { evalCommand } from './eval.js';
 import { infoCommand } from './info.js';
 import { inspectCommand } from './inspect.js';
+import { importCommand } from './import.js';
 import { sampleCommand } from './sample.js';
 import { serveCommand } from './serve.js';
 import { trainCommand } from './train.js';
@@ -24,7 +25,7 @@ export function buildProgram(): Command {
     .description('Switchyard: Mixture-of-Experts for TypeScript. Build, train, inspect and serve sparse MoE models.')
     .version(pkg.version)
     .showSuggestionAfterError(false);
-  for (const cmd of [demoCommand(), trainCommand(), evalCommand(), sampleCommand(), inspectCommand(), compareCommand(), benchCommand(), infoCommand(), serveCommand()]) {
+  for (const cmd of [demoCommand(), trainCommand(), evalCommand(), sampleCommand(), inspectCommand(), importCommand(), compareCommand(), benchCommand(), infoCommand(), serveCommand()]) {
     program.addCommand(cmd);
   }
   // Errors become one line on stderr and a non-zero exit, never a stack trace.

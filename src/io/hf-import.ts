@@ -23,7 +23,7 @@
  */
 import { copyFile, mkdir, open, readFile, stat, type FileHandle } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { Tokenizer as HFTokenizerImpl } from '@huggingface/tokenizers';
+import type { Tokenizer as HFTokenizerImpl } from '@huggingface/tokenizers';
 import { ConfigError, RangeValueError } from '../errors.js';
 import type { TokenizerSpec, Tokenizer } from '../data/tokenizer.js';
 import { withDeferredExperts } from '../moe/layer.js';
@@ -689,7 +689,9 @@ export class HFTokenizer implements Tokenizer {
     const tcfg = (await exists(cfgPath)) ? await readJson(cfgPath, 'tokenizer_config.json') : {};
     let impl: HFTokenizerImpl;
     try {
-      impl = new HFTokenizerImpl(json, tcfg);
+      // Loaded on first use so importing the library stays light.
+      const { Tokenizer: Impl } = await import('@huggingface/tokenizers');
+      impl = new Impl(json, tcfg);
     } catch (e) {
       throw new ConfigError('tokenizer.json', join(dir, 'tokenizer.json'), `cannot be used: ${(e as Error).message}`);
     }

@@ -1,0 +1,106 @@
+/**
+ * `switchyard import <dir>`: validate and load a Hugging Face MoE checkpoint folder (Mixtral,
+ * Qwen2-MoE, Qwen3-MoE, OLMoE, DeepSeek-V3), print what it is, optionally write a Switchyard
+ * model folder (`--out`) and generate a few tokens from a prompt as a smoke test.
+ */
+import { Command } from 'commander';
+import { ConfigError } from '../errors.js';
+import { loadHFModel, saveImportedModel, type HFImportResult } from '../io/hf-import.js';
+import { MoELayer } from '../moe/layer.js';
+import { intOption, numberOption } from './common.js';
+
+/** Compact parameter counts: 1234 → 1.23K, 7e9 → 7.00B. */
+export function formatCount(n: number): string {
+  if (n >= 1e9) return `${(n / 1e9).toFixed(2)}B`;
+  if (n >= 1e6) return `${(n / 1e6).toFixed(2)}M`;
+  if (n >= 1e3) return `${(n / 1e3).toFixed(2)}K`;
+  return String(n);
+}
+
+/** The facts `import` prints, as a plain object (also the --json output). */
+export function importSummary(res: HFImportResult): Record<string, unknown> {
+  const c = res.model.config;
+  const moe = res.model.moeLayers();
+  const first: MoELayer | undefined = moe[0];
+  const router = first?.config.router;
+  const files = new Set([...res.tensors.values()].map((s) => s.file));
+  const dtypes = [...new Set([...res.tensors.values()].map((s) => s.dtype))];
+  const attention = c.mla
+    ? `multi-head latent (q_lora ${c.mla.qLoraRank ?? 'none'}, kv_lora ${c.mla.kvLoraRank}, rope ${c.mla.qkRopeHeadDim})`
+    : `${c.nHeads} heads, ${c.nKVHeads ?? c.nHeads} kv heads, head size ${c.headDim ?? c.dModel / c.nHeads}${c.qkNorm ? `, q/k norm ${c.qkNorm}` : ''}`;
+  return {
+    family: res.family,
+    architectures: res.hfConfig.architectures ?? null,
+    layers: c.nLayers,
+    moeLayers: moe.length,
+    dModel: c.dModel,
+    vocabSize: c.vocabSize,
+    maxSeqLen: c.maxSeqLen,
+    attention,
+    experts: first ? first.config.numExperts : 0,
+    topK: router?.type === 'topk' ? router.k : null,
+    scoring: router?.type === 'topk' ? router.scoring : null,
+    sharedExperts: first?.config.numSharedExperts ?? 0,
+    expertDFF: first?.config.dFF ?? null,
+    parameters: res.model.numParameters(),
+    activeParameters: res.model.activeParameters(),
+    files: files.size,
+    dtypes,
+    tokenizer: res.tokenizer ? res.tokenizer.name : null,
+    notes: res.notes,
+  };
+}
+
+interface ImportOptions {
+  out?: string;
+  prompt?: string;
+  maxTokens: number;
+  temperature: number;
+  seed: number;
+  maxSeqLen?: number;
+  json?: boolean;
+}
+
+export function importCommand(): Command {
+  return new Command('import')
+    .description('load a Hugging Face MoE checkpoint folder (mixtral, qwen2_moe, qwen3_moe, olmoe, deepseek_v3): summary, --out, --prompt')
+    .argument('<dir>', 'folder with config.json and model.safetensors (or model.safetensors.index.json + shards)')
+    .option('--out <dir>', 'write a Switchyard model folder (model.safetensors + config.json + tokenizer files)')
+    .option('--prompt <text>', 'generate a few tokens after this text (needs tokenizer.json)')
+    .option('--max-tokens <n>', 'tokens to generate with --prompt', intOption('--max-tokens'), 16)
+    .option('--temperature <x>', 'sampling temperature (0 = greedy)', numberOption('--temperature', { min: 0 }), 0)
+    .option('--seed <n>', 'sampling seed', intOption('--seed', 0), 0)
+    .option('--max-seq-len <n>', 'context length (default: max_position_embeddings, capped at a sliding window)', intOption('--max-seq-len'))
+    .option('--json', 'print the summary as JSON')
+    .action(async (dir: string, o: ImportOptions) => {
+      const res = await loadHFModel(dir, { maxSeqLen: o.maxSeqLen });
+      const s = importSummary(res);
+      if (o.json) console.log(JSON.stringify(s));
+      else {
+        console.log(`${s.family} (${(s.architectures as string[] | null)?.join(', ') ?? 'no architectures field'}) from ${dir}`);
+        console.log(`  layers ${s.layers} (${s.moeLayers} MoE), d_model ${s.dModel}, vocab ${s.vocabSize}, context ${s.maxSeqLen}`);
+        console.log(`  attention: ${s.attention}`);
+        if (s.experts) {
+          console.log(`  experts: ${s.experts} routed (top-${s.topK}, ${s.scoring}, hidden ${s.expertDFF})${s.sharedExperts ? ` + ${s.sharedExperts} shared` : ''}`);
+        }
+        console.log(`  parameters: ${formatCount(s.parameters as number)} total, ${formatCount(s.activeParameters as number)} active per token`);
+        console.log(`  weights: ${(s.dtypes as string[]).join('/')} in ${s.files} file${s.files === 1 ? '' : 's'}; tokenizer: ${s.tokenizer ?? 'none (no tokenizer.json)'}`);
+        for (const n of res.notes) console.log(`  note: ${n}`);
+      }
+      if (o.out) {
+        await saveImportedModel(res, o.out, dir);
+        if (!o.json) console.log(`wrote ${o.out}/model.safetensors and config.json`);
+      }
+      if (o.prompt !== undefined) {
+        if (!res.tokenizer) throw new ConfigError('--prompt', o.prompt, `needs tokenizer.json in ${dir}`);
+        const ids = res.tokenizer.encodePrompt(o.prompt);
+        if (ids.length === 0) throw new ConfigError('--prompt', o.prompt, 'encodes to no tokens');
+        let out = res.model.generate(ids, o.maxTokens, { temperature: o.temperature, seed: o.seed });
+        const stop = out.findIndex((t) => res.eosTokenIds.includes(t));
+        if (stop >= 0) out = out.slice(0, stop);
+        const text = res.tokenizer.decode(out);
+        if (o.json) console.log(JSON.stringify({ prompt: o.prompt, ids: out, text }));
+        else console.log(`${o.prompt}${text}`);
+      }
+    });
+}
