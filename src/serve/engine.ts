@@ -94,9 +94,13 @@ export class Engine {
     busySeconds: 0, decodeSeconds: 0, decodeTokens: 0, expertLoad: new Map(),
   };
 
-  constructor(served: ServingModel, opts: { maxQueue?: number } = {}) {
+  /** Awaited before every forward (tests use it to hold a generation at a known point). */
+  private readonly beforeStep: (() => Promise<void> | void) | null;
+
+  constructor(served: ServingModel, opts: { maxQueue?: number; beforeStep?: () => Promise<void> | void } = {}) {
     this.served = served;
     this.maxQueue = opts.maxQueue ?? 16;
+    this.beforeStep = opts.beforeStep ?? null;
   }
 
   /** Requests waiting (not counting the one generating). */
@@ -206,6 +210,7 @@ export class Engine {
     await new Promise<void>((r) => setImmediate(r));
     this.counters.promptTokens += req.promptIds.length;
     for (let step = 0; step < req.maxTokens; step++) {
+      if (this.beforeStep) await this.beforeStep();
       if (req.signal?.aborted) throw new AbortedError();
       const t0 = performance.now();
       const out = noGrad(() => model.forward(Tensor.indices(next, [1, next.length]), { cache }));

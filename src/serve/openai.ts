@@ -87,8 +87,10 @@ export function parseBody<S extends z.ZodTypeAny>(schema: S, body: unknown): z.i
   const issue = r.error.issues[0];
   const param = fieldPath(issue.path);
   let message = issue.message;
+  let value: unknown = body;
+  for (const k of issue.path) value = value === null || value === undefined ? undefined : (value as Record<string | number, unknown>)[k];
   if (issue.code === 'invalid_type') message = issue.received === 'undefined' ? 'is required' : `must be ${issue.expected}, got ${issue.received}`;
-  if (issue.code === 'invalid_union') message = `has the wrong type or value${describeUnion(issue)}`;
+  if (issue.code === 'invalid_union') message = value === undefined ? 'is required' : `has the wrong type or value${describeUnion(issue)}`;
   throw new RequestError(param, message);
 }
 

@@ -45,6 +45,8 @@ export interface ServerOptions {
   defaultMaxTokens?: number;
   /** fastify logger (default off). */
   logger?: boolean;
+  /** Awaited before every forward of the engine (a test hook: hold a generation mid-way). */
+  beforeStep?: () => Promise<void> | void;
 }
 
 export interface SwitchyardServer {
@@ -87,7 +89,7 @@ export function createServer(served: ServingModel, opts: ServerOptions = {}): Sw
   const modelName = opts.modelName ?? 'switchyard';
   const contextMode = opts.context ?? 'error';
   const defaultMax = opts.defaultMaxTokens ?? 128;
-  const engine = new Engine(served, { maxQueue: opts.maxQueue ?? 16 });
+  const engine = new Engine(served, { maxQueue: opts.maxQueue ?? 16, beforeStep: opts.beforeStep });
   const requests = new RequestCounter();
   const app = Fastify({ logger: opts.logger ?? false, bodyLimit: maxBody, return503OnClosing: true, forceCloseConnections: 'idle' });
   const { tokenizer } = served;
