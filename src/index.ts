@@ -11,3 +11,4 @@ export * from './io/index.js';
 export * from './train/index.js';
 export * from './data/index.js';
 export * from './report/index.js';
+export * from './serve/index.js';

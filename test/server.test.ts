@@ -44,7 +44,7 @@ afterAll(async () => {
 
 async function start(opts: ServerOptions & { expertMemory?: string | number; path?: string } = {}): Promise<{ url: string; server: SwitchyardServer }> {
   const served = await loadServingModel(opts.path ?? run, { expertMemory: opts.expertMemory ?? null });
-  const server = createServer(served, { modelName: 'tiny', ...opts });
+  const server = await createServer(served, { modelName: 'tiny', ...opts });
   servers.push(server);
   return { url: await server.listen(0, '127.0.0.1'), server };
 }
@@ -94,11 +94,11 @@ describe('server routes', () => {
     expect(typeof chat.json.choices[0].message.content).toBe('string');
     // Template: "System: Be brief.\nUser: Hi!\nAssistant:" = 39 characters.
     expect(chat.json.usage.prompt_tokens).toBe('System: Be brief.\nUser: Hi!\nAssistant:'.length);
-    const models = await (await fetch(`${url}/v1/models`)).json();
+    const models = (await (await fetch(`${url}/v1/models`)).json()) as any;
     expect(models.data[0].id).toBe('tiny');
     const h = await fetch(`${url}/healthz`);
     expect(h.status).toBe(200);
-    expect((await h.json()).status).toBe('ok');
+    expect(((await h.json()) as any).status).toBe('ok');
     const nf = await fetch(`${url}/nope`);
     expect(nf.status).toBe(404);
   });
@@ -299,7 +299,7 @@ describe('server limits and faults', () => {
       expect(f.param).toBe(victim);
       expect(f.message).toMatch(new RegExp(`${victim.replace(/\./g, '\\.')}.*corrupted`));
     }
-    const h = await (await fetch(`${url}/healthz`)).json();
+    const h = (await (await fetch(`${url}/healthz`)).json()) as any;
     expect(h.status).toBe('degraded');
     expect(h.reasons.join(' ')).toContain(victim);
     const m = await (await fetch(`${url}/metrics`)).text();
@@ -309,7 +309,7 @@ describe('server limits and faults', () => {
     const bad = outcomes.findIndex((o) => o.status === 500);
     const s = await fetch(`${url}/v1/completions`, { method: 'POST', body: JSON.stringify({ prompt: 'abcdefghijklmnopqrstuvwxyz'[bad], max_tokens: 1, temperature: 0, stream: true }) });
     expect(s.status).toBe(500);
-    expect((await s.json()).error.param).toBe(victim);
+    expect(((await s.json()) as any).error.param).toBe(victim);
   });
 });
 

@@ -49,7 +49,7 @@ export function serveCommand(): Command {
       if (o.prefetch && !o.expertMemory) throw new InvalidArgumentError('--prefetch needs --expert-memory');
       const served = await loadServingModel(path, { expertMemory: o.expertMemory ?? null, prefetch: !!o.prefetch, verify: o.verify });
       const name = o.modelName ?? basename(resolve(path));
-      const server = createServer(served, { modelName: name, maxQueue: o.maxQueue, maxBodyBytes: o.maxBody, context: o.context, defaultMaxTokens: o.maxTokens });
+      const server = await createServer(served, { modelName: name, maxQueue: o.maxQueue, maxBodyBytes: o.maxBody, context: o.context, defaultMaxTokens: o.maxTokens });
       const url = await server.listen(o.port, o.host);
       const s = served.store?.stats();
       const experts = s ? `experts on disk, cache ${formatBytes(s.budgetBytes)} of ${formatBytes(s.totalExpertBytes)}${served.store!.prefetch ? ', prefetch on' : ''}` : 'all weights resident';

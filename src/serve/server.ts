@@ -13,7 +13,7 @@
  * A client that disconnects (stream or not) cancels its request: it leaves the queue, or stops
  * generating at the next token.
  */
-import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { Engine, QueueFullError, ShuttingDownError, AbortedError, type GenerateRequest } from './engine.js';
 import { ExpertLoadError } from './expert-store.js';
 import { renderMetrics, RequestCounter } from './metrics.js';
@@ -83,8 +83,9 @@ function describeError(e: unknown, maxBody: number): { status: number; body: Err
   return { status: 500, body: errorBody(`internal error: ${(e as Error)?.message ?? String(e)}`, 'server_error'), headers: {} };
 }
 
-/** Build the server around a loaded model (does not listen yet). */
-export function createServer(served: ServingModel, opts: ServerOptions = {}): SwitchyardServer {
+/** Build the server around a loaded model (does not listen yet). fastify is imported on first use, so importing the library stays fast. */
+export async function createServer(served: ServingModel, opts: ServerOptions = {}): Promise<SwitchyardServer> {
+  const { default: Fastify } = await import('fastify');
   const maxBody = opts.maxBodyBytes ?? 1 << 20;
   const modelName = opts.modelName ?? 'switchyard';
   const contextMode = opts.context ?? 'error';
