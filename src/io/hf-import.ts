@@ -346,6 +346,8 @@ export function hfConfigToSwitchyard(cfg: HFConfig, opts: { maxSeqLen?: number }
 
 interface NameRule {
   hf: string;
+  /** Other names the same tensor has in some exports (tried when `hf` is absent). */
+  alt?: string[];
   /** For fused (transformers v5) expert tensors: which expert and which row block. */
   fused?: { name: string; expert: number; part: 'gate' | 'up' | 'down' };
   permute?: 'q' | 'kv';
@@ -382,7 +384,8 @@ function hfName(sw: string, family: HFModelType, interleave: boolean): NameRule 
     const dir = family === 'qwen2_moe' ? 'shared_expert' : 'shared_experts';
     return { hf: `${layer}.mlp.${dir}.${proj[e[1]]}.weight` };
   }
-  if (rest === 'mlp.gate.weight') return { hf: `${moe}.gate.weight` };
+  // transformers v5 renamed Mixtral's block_sparse_moe to mlp.
+  if (rest === 'mlp.gate.weight') return family === 'mixtral' ? { hf: `${moe}.gate.weight`, alt: [`${layer}.mlp.gate.weight`] } : { hf: `${moe}.gate.weight` };
   if (rest === 'mlp.gate.e_score_correction_bias') return { hf: `${layer}.mlp.gate.e_score_correction_bias` };
   if (rest === 'mlp.shared_expert_gate.weight') return { hf: `${layer}.mlp.shared_expert_gate.weight` };
   if ((e = /^mlp\.(w[123])\.weight$/.exec(rest))) {
@@ -540,6 +543,8 @@ export async function loadHFModel(dir: string, opts: HFImportOptions = {}): Prom
     for (const [sw, t] of Object.entries(own)) {
       const rule = hfName(sw, family, interleave);
       let src: HFTensorSource | null = null;
+      const alt = rule.alt?.find((n) => !where.has(rule.hf) && where.has(n));
+      if (alt) rule.hf = alt;
       const shard = where.get(rule.hf);
       if (shard) {
         const info = shard.header.tensors[rule.hf];

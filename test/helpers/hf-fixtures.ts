@@ -155,6 +155,8 @@ export interface WriteOptions {
   replace?: HFTensor[];
   /** Store tensors in a dtype of their own with raw bytes (e.g. an F8 weight). */
   raw?: Map<string, { dtype: string; bytes: Uint8Array }>;
+  /** Rename tensors (old name → new name), e.g. transformers v5's mlp.gate for Mixtral's block_sparse_moe.gate. */
+  rename?: Record<string, string>;
   /** Extra tensors added to the last file. */
   extra?: HFTensor[];
   /** Write transformers-v5 fused expert tensors (experts.gate_up_proj / experts.down_proj) instead of per-expert ones. */
@@ -235,6 +237,7 @@ export function writeHFCheckpoint(dir: string, c: HFCase, opts: WriteOptions = {
   if (c.generationConfig) writeFileSync(join(dir, 'generation_config.json'), JSON.stringify(c.generationConfig, null, 2));
   const replaced = new Map((opts.replace ?? []).map((t) => [t.name, t]));
   let tensors = c.tensors.filter((t) => !(opts.omit ?? []).includes(t.name)).map((t) => replaced.get(t.name) ?? t);
+  if (opts.rename) tensors = tensors.map((t) => (opts.rename?.[t.name] ? { ...t, name: opts.rename[t.name] } : t));
   if (opts.fusedExperts) tensors = fuseExperts(tensors);
   tensors.push(...(opts.extra ?? []));
   const dtype = opts.dtype ?? c.dtype;
