@@ -813,6 +813,66 @@ static napi_value js_row_dot(napi_env env, napi_callback_info info) {
 }
 
 /* ---------------------------------------------------------------------------------------- */
+/* optimizer                                                                                 */
+/* ---------------------------------------------------------------------------------------- */
+
+static napi_value js_sum_squares(napi_env env, napi_callback_info info) {
+  call_t c;
+  float *x;
+  int64_t nx;
+  if (!begin(&c, env, info, "sumSquares", 1)) return NULL;
+  arg_f32(&c, 0, "x", 0, &x, &nx);
+  if (c.failed) return NULL;
+  napi_value v;
+  napi_create_double(env, sy_op_sum_squares(x, nx), &v);
+  return v;
+}
+
+/* RangeError if the first n floats of a and b share memory (the fused kernel reads and writes
+ * each buffer once per element, vectorised: aliased state would not match the reference). */
+static int disjoint(call_t *c, const char *an, const float *a, const char *bn, const float *b, int64_t n) {
+  if (c->failed || !a || !b || n == 0) return !c->failed;
+  uintptr_t a0 = (uintptr_t)a, b0 = (uintptr_t)b, bytes = (uintptr_t)n * sizeof(float);
+  if (a0 < b0 + bytes && b0 < a0 + bytes) {
+    throw_range(c, "%s and %s overlap (they must be distinct buffers)", an, bn);
+    return 0;
+  }
+  return 1;
+}
+
+static napi_value js_adamw(napi_env env, napi_callback_info info) {
+  call_t c;
+  float *p, *g, *m, *v, *vmax;
+  int64_t np, ng, nm, nv, nvm;
+  sy_adamw_hyper h;
+  if (!begin(&c, env, info, "adamw", 12)) return NULL;
+  arg_f32(&c, 0, "p", 0, &p, &np);
+  arg_f32(&c, 1, "grad", 0, &g, &ng);
+  arg_f32(&c, 2, "m", 0, &m, &nm);
+  arg_f32(&c, 3, "v", 0, &v, &nv);
+  arg_f32(&c, 4, "vmax", 1, &vmax, &nvm);
+  arg_num(&c, 5, "beta1", &h.beta1);
+  arg_num(&c, 6, "beta2", &h.beta2);
+  arg_num(&c, 7, "stepSize", &h.step_size);
+  arg_num(&c, 8, "bc2Sqrt", &h.bc2_sqrt);
+  arg_num(&c, 9, "eps", &h.eps);
+  arg_num(&c, 10, "decay", &h.decay);
+  arg_num(&c, 11, "sign", &h.sign);
+  need(&c, "grad", ng, np);
+  need(&c, "m", nm, np);
+  need(&c, "v", nv, np);
+  /* test the argument, not the pointer: an empty Float32Array may have a NULL data pointer */
+  if (!c.failed && !is_nullish(&c, c.argv[4])) need(&c, "vmax", nvm, np);
+  const char *names[5] = {"p", "grad", "m", "v", "vmax"};
+  const float *bufs[5] = {p, g, m, v, vmax};
+  for (int i = 0; i < 5; i++)
+    for (int j = i + 1; j < 5; j++) disjoint(&c, names[i], bufs[i], names[j], bufs[j], np);
+  if (c.failed) return NULL;
+  sy_op_adamw(p, g, m, v, vmax, np, &h);
+  return undef(env);
+}
+
+/* ---------------------------------------------------------------------------------------- */
 /* runtime                                                                                   */
 /* ---------------------------------------------------------------------------------------- */
 
@@ -888,6 +948,8 @@ NAPI_MODULE_INIT() {
       {"gatherRows", js_gather_rows},
       {"scatterAddRows", js_scatter_add_rows},
       {"rowDot", js_row_dot},
+      {"sumSquares", js_sum_squares},
+      {"adamw", js_adamw},
       {"threads", js_threads},
       {"setThreads", js_set_threads},
       {"defaultThreads", js_default_threads},

@@ -742,6 +742,68 @@ static void k_scatter_add(const float *src, const int32_t *idx, const float *w, 
   }
 }
 
+/* ------------------------------------------------------------------------------------------ */
+/* Optimizer kernels                                                                           */
+/* ------------------------------------------------------------------------------------------ */
+
+/* Σ x² in double with the fixed lane structure of row_dot (x² is exact in double, so whether the
+ * compiler contracts the accumulation into an FMA does not change any rounding). */
+static double k_sum_squares(const float *x, int64_t n) { return row_dot(x, x, n); }
+
+/* Fused AdamW. Bit-identical to ReferenceBackend.adamw: per element the same double operations in
+ * the same order (m = β₁·m + (1-β₁)·g, v = β₂·v + ((1-β₂)·g)·g, left to right as in JS), rounded to
+ * float at the same points (p after the decay, m, v, the new p), which needs FMA contraction off
+ * here: the build uses -ffp-contract=fast, and β₁·m + c₁·g fused would round once instead of twice.
+ * sqrt and division are correctly rounded in both C and JS. */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC push_options
+#pragma GCC optimize("fp-contract=off")
+#endif
+#define ADAMW_BODY(DECAY, AMS)                                                      \
+  IVDEP for (int64_t i = 0; i < n; i++) {                                           \
+    double g = sign * (double)grad[i];                                              \
+    double pv = (double)p[i];                                                       \
+    if (DECAY) pv = (double)(float)(pv * decay);                                    \
+    float mf = (float)(b1 * (double)m[i] + c1 * g);                                 \
+    float vf = (float)(b2 * (double)v[i] + c2 * g * g);                             \
+    m[i] = mf;                                                                      \
+    v[i] = vf;                                                                      \
+    float sf = vf;                                                                  \
+    if (AMS) {                                                                      \
+      float cur = vmax[i];                                                          \
+      sf = vf <= cur ? cur : vf; /* !(v <= vmax) -> v: NaN wins, as torch.maximum */ \
+      vmax[i] = sf;                                                                 \
+    }                                                                               \
+    p[i] = (float)(pv - (step * (double)mf) / (sqrt((double)sf) / bc2 + eps));      \
+  }
+
+static void k_adamw(float *SY_RESTRICT p, const float *SY_RESTRICT grad, float *SY_RESTRICT m, float *SY_RESTRICT v,
+                    float *SY_RESTRICT vmax, int64_t n, const sy_adamw_hyper *h) {
+#if defined(__clang__)
+#pragma clang fp contract(off)
+#endif
+  const double b1 = h->beta1, b2 = h->beta2, c1 = 1.0 - h->beta1, c2 = 1.0 - h->beta2;
+  const double step = h->step_size, bc2 = h->bc2_sqrt, eps = h->eps, decay = h->decay, sign = h->sign;
+  const int dec = decay != 1.0; /* the reference skips p·1 (NaN decay still multiplies) */
+  if (vmax) {
+    if (dec) {
+      ADAMW_BODY(1, 1)
+    } else {
+      ADAMW_BODY(0, 1)
+    }
+  } else {
+    if (dec) {
+      ADAMW_BODY(1, 0)
+    } else {
+      ADAMW_BODY(0, 0)
+    }
+  }
+}
+#undef ADAMW_BODY
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC pop_options
+#endif
+
 const sy_ew_isa SY_EW_TABLE = {
     SY_EW_NAME,
     k_unary,
@@ -761,4 +823,6 @@ const sy_ew_isa SY_EW_TABLE = {
     k_row_dot,
     k_reduce,
     k_scatter_add,
+    k_sum_squares,
+    k_adamw,
 };

@@ -594,3 +594,64 @@ void sy_op_permute(const float *x, const int64_t *shape, const int *perm, int nd
   }
   sy_parallel_for(items, perm_tr_item, &c);
 }
+
+/* ---------------------------------------------------------------------------------------- */
+/* optimizer kernels                                                                         */
+/* ---------------------------------------------------------------------------------------- */
+
+#define CHUNK_ADAMW 16384 /* ~28 bytes of traffic plus a double sqrt and divide per element */
+#define PAR_MIN_ADAMW 32768
+
+typedef struct {
+  const float *x;
+  double *partial;
+  int64_t n;
+} sumsq_ctx;
+
+static void sumsq_item(void *vc, int64_t item, int tid) {
+  (void)tid;
+  const sumsq_ctx *c = (const sumsq_ctx *)vc;
+  int64_t lo = item * SY_SUMSQ_CHUNK, len = min64(SY_SUMSQ_CHUNK, c->n - lo);
+  c->partial[item] = sy_ew_impl->sum_squares(c->x + lo, len);
+}
+
+double sy_op_sum_squares(const float *x, int64_t n) {
+  if (n <= 0) return 0.0;
+  int64_t items = cdiv(n, SY_SUMSQ_CHUNK);
+  double stack[256];
+  double *partial = items <= 256 ? stack : (double *)malloc(sizeof(double) * (size_t)items);
+  sumsq_ctx c = {.x = x, .partial = partial, .n = n};
+  if (!partial) {
+    /* out of memory for the partials: same chunking and order, serially */
+    double s = 0.0;
+    for (int64_t i = 0; i < items; i++) {
+      int64_t lo = i * SY_SUMSQ_CHUNK;
+      s += sy_ew_impl->sum_squares(x + lo, min64(SY_SUMSQ_CHUNK, n - lo));
+    }
+    return s;
+  }
+  run_chunks(n, SY_SUMSQ_CHUNK, 2 * SY_SUMSQ_CHUNK, sumsq_item, &c);
+  double s = 0.0;
+  for (int64_t i = 0; i < items; i++) s += partial[i]; /* chunk order, whoever ran the chunk */
+  if (partial != stack) free(partial);
+  return s;
+}
+
+typedef struct {
+  float *p, *m, *v, *vmax;
+  const float *grad;
+  const sy_adamw_hyper *h;
+  int64_t n;
+} adamw_ctx;
+
+static void adamw_item(void *vc, int64_t item, int tid) {
+  (void)tid;
+  const adamw_ctx *c = (const adamw_ctx *)vc;
+  int64_t lo = item * CHUNK_ADAMW, len = min64(CHUNK_ADAMW, c->n - lo);
+  sy_ew_impl->adamw(c->p + lo, c->grad + lo, c->m + lo, c->v + lo, c->vmax ? c->vmax + lo : NULL, len, c->h);
+}
+
+void sy_op_adamw(float *p, const float *grad, float *m, float *v, float *vmax, int64_t n, const sy_adamw_hyper *h) {
+  adamw_ctx c = {.p = p, .m = m, .v = v, .vmax = vmax, .grad = grad, .h = h, .n = n};
+  run_chunks(n, CHUNK_ADAMW, PAR_MIN_ADAMW, adamw_item, &c);
+}

@@ -84,6 +84,13 @@ enum sy_unary_op {
 enum sy_binary_op { SY_ADD = 0, SY_SUB, SY_MUL, SY_DIV, SY_MAX, SY_MIN, SY_POW, SY_BINARY_COUNT };
 enum sy_reduce_op { SY_RSUM = 0, SY_RMAX, SY_RMIN, SY_REDUCE_COUNT };
 
+/* AdamW scalars, precomputed in double by the caller (src/optim/adamw.ts):
+ *   g = sign·grad;  p ← p·decay (skipped when decay == 1);  m ← β₁m + (1-β₁)g;  v ← β₂v + (1-β₂)g·g;
+ *   (AMSGrad: vmax ← max(vmax, v), NaN wins);  p ← p − step_size·m / (√(vmax or v)/bc2_sqrt + eps). */
+typedef struct sy_adamw_hyper {
+  double beta1, beta2, step_size, bc2_sqrt, eps, decay, sign;
+} sy_adamw_hyper;
+
 typedef struct sy_ew_isa {
   const char *name;
   /* element-wise on [0, n) */
@@ -120,6 +127,15 @@ typedef struct sy_ew_isa {
   /* out[idx[i], c] += w[i]·src[i, c] for i in [0, nidx), c in [c0, c1) */
   void (*scatter_add)(const float *src, const int32_t *idx, const float *w, int64_t nidx, int64_t cols,
                       int64_t c0, int64_t c1, float *out);
+  /* Σ x[i]² over [0, n) in double: LANES (16, ew_impl.h) lane accumulators (lane j takes i ≡ j mod
+   * 16 of the full groups), lanes added in order, then the tail in order. x² is exact in double, so the
+   * result is the same on every ISA path (an FMA of an exact product rounds like mul + add). */
+  double (*sum_squares)(const float *x, int64_t n);
+  /* One fused AdamW step on [0, n) (see sy_adamw_hyper); vmax may be NULL (no AMSGrad). Per element
+   * the same double operations in the same order as ReferenceBackend.adamw, rounded to float at the
+   * same points, with FMA contraction disabled: bit-identical to the reference on every ISA path. */
+  void (*adamw)(float *p, const float *grad, float *m, float *v, float *vmax, int64_t n,
+                const struct sy_adamw_hyper *h);
 } sy_ew_isa;
 
 extern const sy_ew_isa sy_ew_isa_scalar;
@@ -183,5 +199,10 @@ void sy_op_gather_rows(const float *src, const int32_t *idx, int64_t nidx, int64
 void sy_op_scatter_add_rows(const float *src, const int32_t *idx, const float *w, int64_t nidx, int64_t cols,
                             float *out, int64_t out_rows);
 void sy_op_row_dot(const float *a, const float *b, int64_t rows, int64_t cols, float *out);
+/* Σ x² in double over fixed chunks of SY_SUMSQ_CHUNK elements, the per-chunk partial sums added in
+ * chunk order: the result depends only on n (not on threads or, see sum_squares, the ISA). */
+#define SY_SUMSQ_CHUNK 65536
+double sy_op_sum_squares(const float *x, int64_t n);
+void sy_op_adamw(float *p, const float *grad, float *m, float *v, float *vmax, int64_t n, const sy_adamw_hyper *h);
 
 #endif

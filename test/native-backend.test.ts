@@ -148,6 +148,7 @@ d('NativeBackend', () => {
         elementwiseTests(nb, setup);
         rowwiseTests(nb, setup);
         indexingTests(nb, setup);
+        optimizerTests(nb, setup);
       });
     }
   }
@@ -194,6 +195,37 @@ d('NativeBackend', () => {
       nb.setThreads(originalThreads);
       expect(bitsEqual(outs[0], outs[1])).toBe(true);
       expect(bitsEqual(outs[0], outs[2])).toBe(true);
+    });
+
+    it('sumSquares: identical across repeated calls, thread counts and ISA paths (fixed chunks summed in order)', () => {
+      const xs = [wideArray(1_000_003, 21), randArray(65536 * 3 + 5, 22, -3, 3), wideArray(40_000, 23)];
+      const results = new Set<string>();
+      for (const isa of isas)
+        for (const t of [1, 2, 3, originalThreads]) {
+          nb.setIsa(isa);
+          nb.setThreads(t);
+          results.add(xs.map((x) => [nb.sumSquares(x), nb.sumSquares(x)].join()).join('|'));
+        }
+      nb.setIsa(originalIsa as 'avx512' | 'avx2' | 'scalar');
+      nb.setThreads(originalThreads);
+      expect(results.size).toBe(1);
+    });
+
+    it('adamw: identical across thread counts (and equal to the reference)', () => {
+      nb.setIsa(originalIsa as 'avx512' | 'avx2' | 'scalar');
+      const n = 300_007;
+      const outs: Float32Array[][] = [];
+      for (const t of [1, 2, 3]) {
+        nb.setThreads(t);
+        const st = adamwState(n, 31, true);
+        nb.adamw(st.p, st.grad, st.m, st.v, st.vmax, adamwHyper(1e-3, [0.9, 0.999], 1e-8, 1e-2, 3, false));
+        outs.push([st.p, st.m, st.v, st.vmax as Float32Array]);
+      }
+      nb.setThreads(originalThreads);
+      const st = adamwState(n, 31, true);
+      ref.adamw(st.p, st.grad, st.m, st.v, st.vmax, adamwHyper(1e-3, [0.9, 0.999], 1e-8, 1e-2, 3, false));
+      const want = [st.p, st.m, st.v, st.vmax as Float32Array];
+      for (const o of outs) o.forEach((arr, i) => expect(sameBits(arr, want[i]), `buffer ${i}`).toBe(true));
     });
   });
 
@@ -242,6 +274,30 @@ d('NativeBackend', () => {
       expect(() => nb.permute(x, new Int32Array([2, 5]), new Int32Array([0, 0]), new Float32Array(10))).toThrow(/perm/);
       expect(() => nb.reduce('sum', x, 2, 3, 2, new Float32Array(4))).toThrow(/x/);
       expect(() => nb.unary('exp', [1, 2] as unknown as Float32Array, new Float32Array(2))).toThrow(TypeError);
+    });
+
+    it('sumSquares / adamw: wrong types, short or overlapping state buffers', () => {
+      const h = adamwHyper(1e-3, [0.9, 0.999], 1e-8, 1e-2, 1, false);
+      const f = (n: number): Float32Array => new Float32Array(n);
+      expect(() => nb.sumSquares(new Float64Array(3) as unknown as Float32Array)).toThrow(TypeError);
+      expect(nb.sumSquares(f(0))).toBe(0);
+      expect(() => nb.adamw(f(4), f(3), f(4), f(4), null, h)).toThrow(/grad has 3 elements/);
+      expect(() => nb.adamw(f(4), f(4), f(3), f(4), null, h)).toThrow(/m has 3/);
+      expect(() => nb.adamw(f(4), f(4), f(4), f(2), null, h)).toThrow(/v has 2/);
+      expect(() => nb.adamw(f(4), f(4), f(4), f(4), f(0), h)).toThrow(/vmax has 0/);
+      expect(() => nb.adamw(f(4), f(4), f(4), f(4), null, h)).not.toThrow();
+      expect(() => nb.adamw(f(4), f(4), new Float64Array(4) as unknown as Float32Array, f(4), null, h)).toThrow(TypeError);
+      expect(() => nb.adamw(f(4), f(4), f(4), f(4), null, { ...h, beta1: 'x' as unknown as number })).toThrow(/beta1/);
+      const buf = f(10);
+      expect(() => nb.adamw(f(4), f(4), buf.subarray(0, 4), buf.subarray(3, 7), null, h)).toThrow(/m and v overlap/);
+      expect(() => nb.adamw(f(4), f(4), buf.subarray(0, 4), buf.subarray(4, 8), null, h)).not.toThrow();
+      const p = f(4);
+      expect(() => nb.adamw(p, p, f(4), f(4), null, h)).toThrow(/p and grad overlap/);
+      // nothing was written by a rejected call
+      const q = new Float32Array([1, 2, 3, 4]), mm = f(4);
+      expect(() => nb.adamw(q, new Float32Array([1, 1, 1, 1]), mm, f(4), f(3), h)).toThrow(RangeError);
+      expect(Array.from(q)).toEqual([1, 2, 3, 4]);
+      expect(Array.from(mm)).toEqual([0, 0, 0, 0]);
     });
   });
 });
@@ -724,6 +780,130 @@ function indexingTests(nb: NativeBackend, setup: () => void): void {
         ref.permute(x, new Int32Array(shape), new Int32Array(perm), want);
         expect(bitsEqual(got, want), `permute ${JSON.stringify(shape)} by ${JSON.stringify(perm)}`).toBe(true);
       }
+    });
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// optimizer kernels
+
+/** Bit-identical, except that any NaN matches any NaN (payloads are not specified by JS). */
+function sameBits(a: Float32Array, b: Float32Array): boolean {
+  if (a.length !== b.length) return false;
+  const ia = new Uint32Array(a.buffer, a.byteOffset, a.length), ib = new Uint32Array(b.buffer, b.byteOffset, b.length);
+  for (let i = 0; i < a.length; i++) if (ia[i] !== ib[i] && !(Number.isNaN(a[i]) && Number.isNaN(b[i]))) return false;
+  return true;
+}
+
+type AdamwHyper = { beta1: number; beta2: number; stepSize: number; bc2Sqrt: number; eps: number; decay: number; sign: number };
+
+/** The scalars exactly as src/optim/adamw.ts computes them for step t. */
+function adamwHyper(lr: number, betas: [number, number], eps: number, wd: number, t: number, maximize: boolean): AdamwHyper {
+  const [beta1, beta2] = betas;
+  return {
+    beta1,
+    beta2,
+    stepSize: lr / (1 - beta1 ** t),
+    bc2Sqrt: Math.sqrt(1 - beta2 ** t),
+    eps,
+    decay: wd !== 0 ? 1 - lr * wd : 1,
+    sign: maximize ? -1 : 1,
+  };
+}
+
+/**
+ * Parameters, gradients and moment state with mixed magnitudes (~1e-4 .. ~1e4), plus a sprinkling of
+ * zeros, huge gradients (~1e19: g² overflows float32, so v becomes Inf) and tiny ones (~1e-30).
+ */
+function adamwState(n: number, seed: number, amsgrad: boolean) {
+  const r = rng(seed + 1000);
+  const p = wideArray(n, seed), grad = wideArray(n, seed + 1), m = wideArray(n, seed + 2);
+  const v = wideArray(n, seed + 3).map((x) => x * x);
+  const vmax = amsgrad ? v.map((x) => x * (r() < 0.5 ? 0.5 : 2)) : null;
+  for (let i = 0; i < n; i++) {
+    const u = r();
+    if (u < 0.02) grad[i] = 0;
+    else if (u < 0.03) grad[i] = (r() - 0.5) * 6e19;
+    else if (u < 0.04) grad[i] = (r() - 0.5) * 1e-30;
+    else if (u < 0.05) m[i] = v[i] = 0;
+    else if (u < 0.06 && vmax) vmax[i] = 0;
+  }
+  return { p, grad, m, v, vmax };
+}
+
+function optimizerTests(nb: NativeBackend, setup: () => void): void {
+  describe('optimizer kernels', () => {
+    const sizes = [0, 1, 7, 33, 257, 100_003];
+
+    it('sumSquares vs the reference within 1e-12 relative (random sizes, large magnitudes)', () => {
+      setup();
+      const r = rng(5);
+      const extra = [65535, 65536, 65537, 200_000 + Math.floor(r() * 100_000)];
+      for (const n of [...sizes, ...extra])
+        for (const [label, x] of [
+          ['wide', wideArray(n, n + 1)],
+          ['uniform', randArray(n, n + 2, -2, 2)],
+          ['huge', randArray(n, n + 3, -3e19, 3e19)], // x² overflows float32, not float64
+        ] as const) {
+          const got = nb.sumSquares(x), want = ref.sumSquares(x);
+          if (n === 0) expect(got).toBe(0);
+          expect(Math.abs(got - want), `sumSquares ${label} n=${n}: got ${got}, want ${want}`).toBeLessThanOrEqual(1e-12 * want);
+        }
+      // non-finite values propagate as in the reference
+      expect(nb.sumSquares(new Float32Array([1, Infinity, 2]))).toBe(Infinity);
+      expect(nb.sumSquares(new Float32Array(70_000).fill(1).fill(NaN, 69_000, 69_001))).toBeNaN();
+    });
+
+    it('adamw bit-identical to the reference: sizes 0..100003, AMSGrad on/off, decay 1 and != 1, maximize', () => {
+      setup();
+      for (const n of sizes)
+        for (const amsgrad of [false, true])
+          for (const wd of [0, 1e-2, 0.5])
+            for (const maximize of [false, true]) {
+              const seed = n + (amsgrad ? 7 : 0) + (maximize ? 13 : 0) + wd * 100;
+              const mine = adamwState(n, seed, amsgrad), want = adamwState(n, seed, amsgrad);
+              const label = `adamw n=${n} amsgrad=${amsgrad} wd=${wd} maximize=${maximize}`;
+              // three steps: bias corrections change with t, and later steps read state written by native
+              for (let t = 1; t <= 3; t++) {
+                const h = adamwHyper(t === 3 ? 3e-2 : 1e-3, [0.9, 0.999], 1e-8, wd, t, maximize);
+                if (wd === 0) expect(h.decay).toBe(1);
+                nb.adamw(mine.p, mine.grad, mine.m, mine.v, mine.vmax, h);
+                ref.adamw(want.p, want.grad, want.m, want.v, want.vmax, h);
+              }
+              expect(sameBits(mine.p, want.p), `${label}: p`).toBe(true);
+              expect(sameBits(mine.m, want.m), `${label}: m`).toBe(true);
+              expect(sameBits(mine.v, want.v), `${label}: v`).toBe(true);
+              if (amsgrad) expect(sameBits(mine.vmax as Float32Array, want.vmax as Float32Array), `${label}: vmax`).toBe(true);
+              expect(sameBits(mine.grad, want.grad), `${label}: grad untouched`).toBe(true);
+            }
+    });
+
+    it('adamw with unusual scalars (betas 0, odd sign/decay, eps 0) and NaN inputs matches the reference', () => {
+      setup();
+      const n = 4099;
+      const hs: AdamwHyper[] = [
+        { beta1: 0, beta2: 0, stepSize: 0.1, bc2Sqrt: 1, eps: 0, decay: 0.75, sign: -1 },
+        { beta1: 0.5, beta2: 0.25, stepSize: 3, bc2Sqrt: 0.3, eps: 1e-3, decay: 1, sign: 0.5 },
+        { beta1: 0.99, beta2: 0.9999, stepSize: 1e-5, bc2Sqrt: 0.01, eps: 1e-12, decay: -2, sign: 1 },
+      ];
+      for (const [k, h] of hs.entries())
+        for (const amsgrad of [false, true]) {
+          const mine = adamwState(n, 40 + k, amsgrad), want = adamwState(n, 40 + k, amsgrad);
+          for (const st of [mine, want]) {
+            st.grad[5] = NaN;
+            st.p[6] = NaN;
+            st.m[7] = NaN;
+            if (st.vmax) st.vmax[8] = NaN;
+            st.v[9] = NaN;
+          }
+          nb.adamw(mine.p, mine.grad, mine.m, mine.v, mine.vmax, h);
+          ref.adamw(want.p, want.grad, want.m, want.v, want.vmax, h);
+          const label = `adamw scalars #${k} amsgrad=${amsgrad}`;
+          expect(sameBits(mine.p, want.p), `${label}: p`).toBe(true);
+          expect(sameBits(mine.m, want.m), `${label}: m`).toBe(true);
+          expect(sameBits(mine.v, want.v), `${label}: v`).toBe(true);
+          if (amsgrad) expect(sameBits(mine.vmax as Float32Array, want.vmax as Float32Array), `${label}: vmax`).toBe(true);
+        }
     });
   });
 }

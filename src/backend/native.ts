@@ -36,6 +36,22 @@ interface NativeAddon {
   gatherRows(src: Float32Array, idx: Int32Array, cols: number, out: Float32Array): void;
   scatterAddRows(src: Float32Array, idx: Int32Array, w: Float32Array | null, cols: number, out: Float32Array): void;
   rowDot(a: Float32Array, b: Float32Array, rows: number, cols: number, out: Float32Array): void;
+  /** Optional: absent from addons built before these kernels (the reference is used then). */
+  sumSquares?(x: Float32Array): number;
+  adamw?(
+    p: Float32Array,
+    grad: Float32Array,
+    m: Float32Array,
+    v: Float32Array,
+    vmax: Float32Array | null,
+    beta1: number,
+    beta2: number,
+    stepSize: number,
+    bc2Sqrt: number,
+    eps: number,
+    decay: number,
+    sign: number,
+  ): void;
   threads(): number;
   setThreads(n: number): number;
   defaultThreads(): number;
@@ -256,6 +272,25 @@ export class NativeBackend extends ReferenceBackend {
 
   override rowDot(a: Float32Array, b: Float32Array, rows: number, cols: number, out: Float32Array): void {
     this.#a.rowDot(a, b, rows, cols, out);
+  }
+
+  /** Σx² in float64 over fixed 65536-element chunks summed in chunk order (deterministic for any thread count). */
+  override sumSquares(x: Float32Array): number {
+    if (this.#a.sumSquares === undefined) return super.sumSquares(x);
+    return this.#a.sumSquares(x);
+  }
+
+  /** Fused AdamW; bit-identical to the reference (same double operations and float32 roundings per element). */
+  override adamw(
+    p: Float32Array,
+    grad: Float32Array,
+    m: Float32Array,
+    v: Float32Array,
+    vmax: Float32Array | null,
+    h: { beta1: number; beta2: number; stepSize: number; bc2Sqrt: number; eps: number; decay: number; sign: number },
+  ): void {
+    if (this.#a.adamw === undefined) return super.adamw(p, grad, m, v, vmax, h);
+    this.#a.adamw(p, grad, m, v, vmax, h.beta1, h.beta2, h.stepSize, h.bc2Sqrt, h.eps, h.decay, h.sign);
   }
 
   override gatedAct(act: Activation, a: Float32Array, b: Float32Array, out: Float32Array): void {
