@@ -346,6 +346,15 @@ describe('switchyard import (CLI, against dist/)', async () => {
     const s = JSON.parse(j.stdout);
     expect(s).toMatchObject({ family: 'qwen2_moe', layers: 3, moeLayers: 2, experts: 6, topK: 2, sharedExperts: 1, files: 2 });
     expect(s.activeParameters).toBeLessThan(s.parameters);
+    const loaded = await loadHFModel(src);
+    expect(s.parameters).toBe(loaded.model.numParameters());
+    expect(s.activeParameters).toBe(loaded.model.activeParameters());
+
+    const v = run('import', src, '--validate-only', '--json');
+    expect(v.status, v.stderr).toBe(0);
+    expect(JSON.parse(v.stdout)).toMatchObject({ parameters: s.parameters, activeParameters: s.activeParameters });
+    const badShape = checkpoint(loadHFCase('mixtral'), { replace: [{ name: 'model.layers.1.block_sparse_moe.experts.3.w1.weight', shape: [20, 16], data: new Float32Array(320) }] });
+    expect(run('import', badShape, '--validate-only').stderr).toMatch(/^switchyard: model\.layers\.1\.block_sparse_moe\.experts\.3\.w1\.weight=\[20, 16\]: has shape/);
 
     const bad = checkpoint(loadHFCase('mixtral'), { config: { model_type: 'llama' } });
     const e = run('import', bad);

@@ -17,6 +17,27 @@ export function formatCount(n: number): string {
   return String(n);
 }
 
+/**
+ * Total and per-token active parameters from the tensors the import mapped (so they are right even
+ * when the experts were left on disk): routed experts count k/E each, everything else fully.
+ */
+export function parameterCounts(res: HFImportResult): { parameters: number; activeParameters: number } {
+  let total = 0, active = 0;
+  for (const [name, src] of res.tensors) {
+    const n = src.shape.reduce((a, b) => a * b, 1);
+    total += n;
+    if (!src.expert) {
+      active += n;
+      continue;
+    }
+    const layer = Number(/^layers\.(\d+)\./.exec(name)?.[1]);
+    const mlp = res.model.layers.items[layer]?.mlp;
+    const r = mlp instanceof MoELayer ? mlp.config.router : null;
+    active += r && r.type === 'topk' && mlp instanceof MoELayer ? (n * r.k) / mlp.config.numExperts : n;
+  }
+  return { parameters: total, activeParameters: Math.round(active) };
+}
+
 /** The facts `import` prints, as a plain object (also the --json output). */
 export function importSummary(res: HFImportResult): Record<string, unknown> {
   const c = res.model.config;
@@ -42,8 +63,7 @@ export function importSummary(res: HFImportResult): Record<string, unknown> {
     scoring: router?.type === 'topk' ? router.scoring : null,
     sharedExperts: first?.config.numSharedExperts ?? 0,
     expertDFF: first?.config.dFF ?? null,
-    parameters: res.model.numParameters(),
-    activeParameters: res.model.activeParameters(),
+    ...parameterCounts(res),
     files: files.size,
     dtypes,
     tokenizer: res.tokenizer ? res.tokenizer.name : null,
@@ -59,6 +79,7 @@ interface ImportOptions {
   seed: number;
   maxSeqLen?: number;
   json?: boolean;
+  validateOnly?: boolean;
 }
 
 export function importCommand(): Command {
@@ -72,8 +93,10 @@ export function importCommand(): Command {
     .option('--seed <n>', 'sampling seed', intOption('--seed', 0), 0)
     .option('--max-seq-len <n>', 'context length (default: max_position_embeddings, capped at a sliding window)', intOption('--max-seq-len'))
     .option('--json', 'print the summary as JSON')
+    .option('--validate-only', 'check config.json and the tensor headers (names, shapes, dtypes) without reading weights')
     .action(async (dir: string, o: ImportOptions) => {
-      const res = await loadHFModel(dir, { maxSeqLen: o.maxSeqLen });
+      if (o.validateOnly && (o.out || o.prompt !== undefined)) throw new ConfigError('--validate-only', true, 'cannot be combined with --out or --prompt');
+      const res = await loadHFModel(dir, { maxSeqLen: o.maxSeqLen, ...(o.validateOnly ? { weights: false, deferExperts: true } : {}) });
       const s = importSummary(res);
       if (o.json) console.log(JSON.stringify(s));
       else {
@@ -86,6 +109,7 @@ export function importCommand(): Command {
         console.log(`  parameters: ${formatCount(s.parameters as number)} total, ${formatCount(s.activeParameters as number)} active per token`);
         console.log(`  weights: ${(s.dtypes as string[]).join('/')} in ${s.files} file${s.files === 1 ? '' : 's'}; tokenizer: ${s.tokenizer ?? 'none (no tokenizer.json)'}`);
         for (const n of res.notes) console.log(`  note: ${n}`);
+        if (o.validateOnly) console.log('valid: config and every tensor header check out (weights not read)');
       }
       if (o.out) {
         await saveImportedModel(res, o.out, dir);
