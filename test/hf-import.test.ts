@@ -391,6 +391,13 @@ describe('Hugging Face import: published config.json files translate (or are ref
     });
   });
 
+  it('accepts the attribute_map aliases of the expert count (num_local_experts ↔ num_experts)', () => {
+    expect(hfConfigToSwitchyard({ ...qwen3_30b, num_experts: undefined, num_local_experts: 128 }).config.moe?.numExperts).toBe(128);
+    expect(hfConfigToSwitchyard({ ...olmoe1b7b, num_experts: undefined, num_local_experts: 64 }).config.moe?.numExperts).toBe(64);
+    expect(hfConfigToSwitchyard({ ...mixtral8x7b, num_local_experts: undefined, num_experts: 8 }).config.moe?.numExperts).toBe(8);
+    expect(hfConfigToSwitchyard({ ...moonlight, n_routed_experts: undefined, num_local_experts: 64 }).config.moe?.numExperts).toBe(64);
+  });
+
   it('DeepSeek-V3 as published: FP8 quantization_config, then YaRN rope_scaling', () => {
     expect(() => hfConfigToSwitchyard(deepseekV3)).toThrow(expect.objectContaining({ field: 'quantization_config' }));
     const bf16 = { ...deepseekV3, quantization_config: undefined };

@@ -113,6 +113,11 @@ function intField(cfg: HFConfig, key: string, opts: { min?: number; fallback?: n
   return v;
 }
 
+/** The key a config uses for a value transformers also knows under another name (its attribute_map). */
+function aliased(cfg: HFConfig, key: string, alias: string): string {
+  return !has(cfg, key) && has(cfg, alias) ? alias : key;
+}
+
 function numField(cfg: HFConfig, key: string, fallback?: number): number {
   const v = has(cfg, key) ? cfg[key] : fallback;
   if (typeof v !== 'number' || !Number.isFinite(v)) throw new ConfigError(key, cfg[key], 'must be a finite number in config.json');
@@ -244,7 +249,7 @@ export function hfConfigToSwitchyard(cfg: HFConfig, opts: { maxSeqLen?: number }
   switch (family) {
     case 'mixtral': {
       base.ropeTheta = ropeTheta(cfg, 1e6);
-      const E = intField(cfg, 'num_local_experts', { min: 2 });
+      const E = intField(cfg, aliased(cfg, 'num_local_experts', 'num_experts'), { min: 2 });
       const k = intField(cfg, 'num_experts_per_tok');
       if (k > E) throw new ConfigError('num_experts_per_tok', k, `exceeds num_local_experts (${E})`);
       // MixtralSparseMoeBlock always renormalises the top-k softmax weights.
@@ -254,7 +259,7 @@ export function hfConfigToSwitchyard(cfg: HFConfig, opts: { maxSeqLen?: number }
     case 'qwen2_moe':
     case 'qwen3_moe': {
       base.ropeTheta = ropeTheta(cfg, 10000);
-      const E = intField(cfg, 'num_experts', { min: 0 });
+      const E = intField(cfg, aliased(cfg, 'num_experts', 'num_local_experts'), { min: 0 });
       const k = intField(cfg, 'num_experts_per_tok');
       if (E > 0 && E < 2) throw new ConfigError('num_experts', E, 'must be 0 (dense) or >= 2');
       if (k > E && E > 0) throw new ConfigError('num_experts_per_tok', k, `exceeds num_experts (${E})`);
@@ -279,7 +284,7 @@ export function hfConfigToSwitchyard(cfg: HFConfig, opts: { maxSeqLen?: number }
     }
     case 'olmoe': {
       base.ropeTheta = ropeTheta(cfg, 10000);
-      const E = intField(cfg, 'num_experts', { min: 2 });
+      const E = intField(cfg, aliased(cfg, 'num_experts', 'num_local_experts'), { min: 2 });
       const k = intField(cfg, 'num_experts_per_tok');
       if (k > E) throw new ConfigError('num_experts_per_tok', k, `exceeds num_experts (${E})`);
       if (boolField(cfg, 'attention_bias', false)) base.attentionBias = base.attentionOutputBias = true;
@@ -300,7 +305,7 @@ export function hfConfigToSwitchyard(cfg: HFConfig, opts: { maxSeqLen?: number }
       if (has(cfg, 'scoring_func') && cfg.scoring_func !== 'sigmoid') throw new ConfigError('scoring_func', cfg.scoring_func, "only 'sigmoid' is supported for deepseek_v3");
       if (has(cfg, 'topk_method') && cfg.topk_method !== 'noaux_tc') throw new ConfigError('topk_method', cfg.topk_method, "only 'noaux_tc' (group-limited top-k on bias-corrected sigmoid scores) is supported");
       if (has(cfg, 'moe_layer_freq') && cfg.moe_layer_freq !== 1) throw new ConfigError('moe_layer_freq', cfg.moe_layer_freq, 'only 1 is supported (Hugging Face ignores it too)');
-      const E = intField(cfg, 'n_routed_experts', { min: 2 });
+      const E = intField(cfg, aliased(cfg, 'n_routed_experts', 'num_local_experts'), { min: 2 });
       const k = intField(cfg, 'num_experts_per_tok');
       const G = intField(cfg, 'n_group', { fallback: 1 });
       const TG = intField(cfg, 'topk_group', { fallback: 1 });
