@@ -241,7 +241,8 @@ describe('Hugging Face import: refusals name the config field or tensor', () => 
   const cases: Array<[string, HFCaseName, Record<string, unknown>, string, RegExp]> = [
     ['unsupported model_type', 'mixtral', { model_type: 'llama' }, 'model_type', /unsupported architecture.*supported: mixtral/],
     ['deepseek_v2', 'deepseek_v3', { model_type: 'deepseek_v2' }, 'model_type', /DeepSeek-V2/],
-    ['YaRN rope_scaling', 'deepseek_v3', { rope_scaling: { type: 'yarn', factor: 40, original_max_position_embeddings: 4096 } }, 'rope_scaling', /"yarn" is not implemented/],
+    ['dynamic rope_scaling', 'deepseek_v3', { rope_scaling: { type: 'dynamic', factor: 4 } }, 'rope_scaling', /"dynamic" is not implemented/],
+    ['YaRN without a factor', 'deepseek_v3', { rope_scaling: { type: 'yarn', original_max_position_embeddings: 16 } }, 'rope_scaling.factor', /required for YaRN/],
     ['rope_parameters of another type', 'qwen3_moe', { rope_parameters: { rope_type: 'linear', factor: 2, rope_theta: 1e6 } }, 'rope_parameters', /"linear"/],
     ['quantization_config', 'deepseek_v3', { quantization_config: { quant_method: 'fp8', fmt: 'e4m3' } }, 'quantization_config', /quantized/],
     ['topk_method', 'deepseek_v3', { topk_method: 'greedy' }, 'topk_method', /noaux_tc/],
@@ -398,12 +399,13 @@ describe('Hugging Face import: published config.json files translate (or are ref
     expect(hfConfigToSwitchyard({ ...moonlight, n_routed_experts: undefined, num_local_experts: 64 }).config.moe?.numExperts).toBe(64);
   });
 
-  it('DeepSeek-V3 as published: FP8 quantization_config, then YaRN rope_scaling', () => {
+  it('DeepSeek-V3 as published: FP8 quantization_config refused; a BF16 export translates with its YaRN scaling', () => {
     expect(() => hfConfigToSwitchyard(deepseekV3)).toThrow(expect.objectContaining({ field: 'quantization_config' }));
-    const bf16 = { ...deepseekV3, quantization_config: undefined };
-    expect(() => hfConfigToSwitchyard(bf16)).toThrow(expect.objectContaining({ field: 'rope_scaling' }));
-    const noYarn = { ...bf16, rope_scaling: null };
-    expect(hfConfigToSwitchyard(noYarn).config).toMatchObject({ denseLayers: [0, 1, 2], moe: { numExperts: 256, router: { groups: { numGroups: 8, topkGroups: 4 } } } });
+    const bf16 = hfConfigToSwitchyard({ ...deepseekV3, quantization_config: undefined }).config;
+    expect(bf16).toMatchObject({ denseLayers: [0, 1, 2], moe: { numExperts: 256, router: { groups: { numGroups: 8, topkGroups: 4 } } } });
+    expect(bf16.ropeYarn).toEqual({ factor: 40, originalMaxPositionEmbeddings: 4096, betaFast: 32, betaSlow: 1, attentionFactor: 1, truncate: true });
+    const m = 0.1 * Math.log(40) + 1;
+    expect(bf16.attentionScale).toBeCloseTo((m * m) / Math.sqrt(192), 12);
   });
 });
 

@@ -13,6 +13,10 @@
  *                                        sigmoid routing with `mlp.gate.e_score_correction_bias`,
  *                                        group-limited top-k, `routed_scaling_factor`, `mlp.shared_experts.*`
  *
+ * Rotary positions: the default RoPE, or YaRN (`rope_scaling` / `rope_parameters` type "yarn",
+ * resolved as transformers' _compute_yarn_parameters, with DeepSeek's softmax-scale correction).
+ * A sliding window becomes a context cap (the window then never masks anything).
+ *
  * The config is translated field by field (each Switchyard option documents its HF source, see
  * TransformerLMConfig / TopKRouterConfig); anything this library does not implement is refused with
  * a ConfigError whose field is the config.json key (`rope_scaling`, `quantization_config`, ...) or
@@ -28,7 +32,7 @@ import { ConfigError, RangeValueError } from '../errors.js';
 import type { TokenizerSpec, Tokenizer } from '../data/tokenizer.js';
 import { withDeferredExperts } from '../moe/layer.js';
 import type { TopKRouterConfig } from '../moe/config.js';
-import { MoETransformerLM, type TransformerLMConfig } from '../nn/transformer.js';
+import { MoETransformerLM, yarnMscale, type TransformerLMConfig, type YarnRopeConfig } from '../nn/transformer.js';
 import { Tensor } from '../tensor/tensor.js';
 import { replaceFileAtomic } from './atomic.js';
 import { decodeSafetensorsTensor, readSafetensorsHeader, readSafetensorsHeaderLength, type SafetensorsHeader, type SafetensorsTensorInfo } from './safetensors.js';
@@ -130,8 +134,23 @@ function boolField(cfg: HFConfig, key: string, fallback: boolean): boolean {
   return v;
 }
 
-/** rope_theta from `rope_parameters` (transformers v5) or `rope_theta`; refuses rope scaling kinds not implemented. */
-function ropeTheta(cfg: HFConfig, fallback: number): number {
+/** What the rotary embedding of a config.json is: its base, and YaRN scaling when configured. */
+interface RopeSpec {
+  theta: number;
+  yarn: YarnRopeConfig | null;
+  /** The config key that held the scaling (for DeepSeek's softmax-scale correction). */
+  raw: Record<string, unknown> | null;
+}
+
+/**
+ * rope_theta from `rope_parameters` (transformers v5) or `rope_theta`, and `rope_scaling` /
+ * `rope_parameters` of type "yarn" (resolved as Hugging Face's _compute_yarn_parameters does);
+ * every other rope type is refused naming the key.
+ */
+function ropeSpec(cfg: HFConfig, fallback: number): RopeSpec {
+  let theta: number | null = null;
+  let yarn: YarnRopeConfig | null = null;
+  let raw: Record<string, unknown> | null = null;
   for (const key of ['rope_parameters', 'rope_scaling']) {
     const r = cfg[key];
     if (r === undefined || r === null) continue;
@@ -139,21 +158,58 @@ function ropeTheta(cfg: HFConfig, fallback: number): number {
     const o = r as Record<string, unknown>;
     // transformers v5 may key rope parameters by layer type: { full_attention: {...}, ... }
     if (!('rope_type' in o) && !('type' in o) && !('rope_theta' in o)) {
-      throw new ConfigError(key, r, 'per-layer-type rope parameters are not supported (only one default rotary embedding)');
+      throw new ConfigError(key, r, 'per-layer-type rope parameters are not supported (only one rotary embedding)');
     }
     const type = o.rope_type ?? o.type ?? 'default';
-    if (type !== 'default') {
-      throw new ConfigError(key, r, `rope type ${JSON.stringify(type)} is not implemented (only the default rotary embedding; YaRN, linear, dynamic, llama3, longrope scaling are refused)`);
+    if (type !== 'default' && type !== 'yarn') {
+      throw new ConfigError(key, r, `rope type ${JSON.stringify(type)} is not implemented (only the default rotary embedding and YaRN; linear, dynamic, llama3, longrope scaling are refused)`);
     }
     if (o.partial_rotary_factor !== undefined && o.partial_rotary_factor !== 1) {
       throw new ConfigError(`${key}.partial_rotary_factor`, o.partial_rotary_factor, 'partial rotary embeddings are not supported');
     }
-    if (key === 'rope_parameters' && typeof o.rope_theta === 'number') return o.rope_theta;
+    if (key === 'rope_parameters' && typeof o.rope_theta === 'number') theta = o.rope_theta;
+    if (type === 'yarn' && !yarn) {
+      const num = (k: string, optional = true): number | undefined => {
+        const v = o[k];
+        if (v === undefined || v === null) {
+          if (optional) return undefined;
+          throw new ConfigError(`${key}.${k}`, v, 'is required for YaRN');
+        }
+        if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) throw new ConfigError(`${key}.${k}`, v, 'must be a finite number > 0');
+        return v;
+      };
+      const maxPos = intField(cfg, 'max_position_embeddings', { fallback: 4096 });
+      let factor = num('factor', false) as number;
+      const original = num('original_max_position_embeddings');
+      // HF: with original_max_position_embeddings, the factor is max_position_embeddings / original.
+      if (original !== undefined) factor = maxPos / original;
+      const mscale = num('mscale'), mscaleAll = num('mscale_all_dim');
+      let attentionFactor = num('attention_factor');
+      if (attentionFactor === undefined) attentionFactor = mscale && mscaleAll ? yarnMscale(factor, mscale) / yarnMscale(factor, mscaleAll) : yarnMscale(factor);
+      if (o.truncate !== undefined && typeof o.truncate !== 'boolean') throw new ConfigError(`${key}.truncate`, o.truncate, 'must be a boolean');
+      yarn = {
+        factor,
+        originalMaxPositionEmbeddings: original ?? maxPos,
+        betaFast: num('beta_fast') ?? 32,
+        betaSlow: num('beta_slow') ?? 1,
+        attentionFactor,
+        truncate: (o.truncate as boolean | undefined) ?? true,
+      };
+      raw = o;
+    }
   }
   if (has(cfg, 'partial_rotary_factor') && cfg.partial_rotary_factor !== 1) {
     throw new ConfigError('partial_rotary_factor', cfg.partial_rotary_factor, 'partial rotary embeddings are not supported');
   }
-  return numField(cfg, 'rope_theta', fallback);
+  return { theta: theta ?? numField(cfg, 'rope_theta', fallback), yarn, raw };
+}
+
+/** Set the model's rope base and YaRN scaling from config.json. */
+function applyRope(base: TransformerLMConfig, cfg: HFConfig, fallback: number): RopeSpec {
+  const r = ropeSpec(cfg, fallback);
+  base.ropeTheta = r.theta;
+  if (r.yarn) base.ropeYarn = r.yarn;
+  return r;
 }
 
 function checkActivation(cfg: HFConfig): void {
@@ -248,7 +304,7 @@ export function hfConfigToSwitchyard(cfg: HFConfig, opts: { maxSeqLen?: number }
 
   switch (family) {
     case 'mixtral': {
-      base.ropeTheta = ropeTheta(cfg, 1e6);
+      applyRope(base, cfg, 1e6);
       const E = intField(cfg, aliased(cfg, 'num_local_experts', 'num_experts'), { min: 2 });
       const k = intField(cfg, 'num_experts_per_tok');
       if (k > E) throw new ConfigError('num_experts_per_tok', k, `exceeds num_local_experts (${E})`);
@@ -258,7 +314,7 @@ export function hfConfigToSwitchyard(cfg: HFConfig, opts: { maxSeqLen?: number }
     }
     case 'qwen2_moe':
     case 'qwen3_moe': {
-      base.ropeTheta = ropeTheta(cfg, 10000);
+      applyRope(base, cfg, 10000);
       const E = intField(cfg, aliased(cfg, 'num_experts', 'num_local_experts'), { min: 0 });
       const k = intField(cfg, 'num_experts_per_tok');
       if (E > 0 && E < 2) throw new ConfigError('num_experts', E, 'must be 0 (dense) or >= 2');
@@ -283,7 +339,7 @@ export function hfConfigToSwitchyard(cfg: HFConfig, opts: { maxSeqLen?: number }
       break;
     }
     case 'olmoe': {
-      base.ropeTheta = ropeTheta(cfg, 10000);
+      applyRope(base, cfg, 10000);
       const E = intField(cfg, aliased(cfg, 'num_experts', 'num_local_experts'), { min: 2 });
       const k = intField(cfg, 'num_experts_per_tok');
       if (k > E) throw new ConfigError('num_experts_per_tok', k, `exceeds num_experts (${E})`);
@@ -298,7 +354,7 @@ export function hfConfigToSwitchyard(cfg: HFConfig, opts: { maxSeqLen?: number }
       break;
     }
     case 'deepseek_v3': {
-      base.ropeTheta = ropeTheta(cfg, 10000);
+      const ropeCfg = applyRope(base, cfg, 10000);
       if (nKV !== nHeads) throw new ConfigError('num_key_value_heads', nKV, `multi-head latent attention needs num_key_value_heads = num_attention_heads (${nHeads})`);
       delete base.nKVHeads;
       delete base.headDim;
@@ -326,6 +382,14 @@ export function hfConfigToSwitchyard(cfg: HFConfig, opts: { maxSeqLen?: number }
         vHeadDim: intField(cfg, 'v_head_dim'),
       };
       if (boolField(cfg, 'attention_bias', false)) base.attentionBias = base.attentionOutputBias = true;
+      if (ropeCfg.raw) {
+        // DeepseekV3Attention: with rope scaling, softmax scale ·= yarn_get_mscale(factor, mscale_all_dim)² (the config's factor).
+        const all = ropeCfg.raw.mscale_all_dim;
+        if (typeof all === 'number' && all !== 0) {
+          const m = yarnMscale(ropeCfg.raw.factor as number, all);
+          base.attentionScale = (1 / Math.sqrt(base.mla.qkNopeHeadDim + base.mla.qkRopeHeadDim)) * m * m;
+        }
+      }
       const nShared = intField(cfg, 'n_shared_experts', { min: 0, fallback: 0 });
       const moeDFF = intField(cfg, 'moe_intermediate_size');
       base.moe = {

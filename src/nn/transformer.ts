@@ -7,15 +7,15 @@
  * query attention (`nKVHeads`), a head size of its own (`headDim`), q/k/v and output biases
  * (Qwen2), RMSNorm on q and k per head (Qwen3) or over the whole projection (OLMoE), q/k/v
  * clipping (OLMoE `clip_qkv`), an untied `lm_head`, layers forced dense (DeepSeek
- * `first_k_dense_replace`, Qwen `mlp_only_layers`) and DeepSeek-V2/V3 multi-head latent
- * attention (`mla`). Left unset, each keeps the original behaviour and the resolved config
+ * `first_k_dense_replace`, Qwen `mlp_only_layers`), DeepSeek-V2/V3 multi-head latent
+ * attention (`mla`) and YaRN rotary scaling (`ropeYarn`). Left unset, each keeps the original behaviour and the resolved config
  * does not even carry the key (so saved configs of existing models stay byte-identical).
  */
 import type { Activation } from '../backend/interface.js';
 import { ConfigError, ShapeError } from '../errors.js';
 import { ExpertFFN, ModuleList, MoELayer, type MoEOutput } from '../moe/layer.js';
 import type { ExpertConfig, LossConfig, MoEConfig, RouterConfig } from '../moe/config.js';
-import { add, maximum, minimum } from '../ops/elementwise.js';
+import { add, maximum, minimum, mul, neg } from '../ops/elementwise.js';
 import { matmul } from '../ops/matmul.js';
 import { applyRotary } from '../ops/rope.js';
 import { concat, expand, reshape, slice } from '../ops/shape.js';
@@ -62,6 +62,97 @@ export interface MLAConfig {
   vHeadDim: number;
 }
 
+/**
+ * YaRN rotary scaling (Peng et al. 2023) as Hugging Face's `_compute_yarn_parameters` computes it
+ * (config.json `rope_scaling` / `rope_parameters` with type "yarn"): per frequency, a ramp between
+ * the original inverse frequency (extrapolation) and the frequency divided by `factor`
+ * (interpolation) over the dimension range where the original context makes betaFast..betaSlow
+ * rotations; cos and sin are multiplied by `attentionFactor`. The importer resolves HF's defaults
+ * (factor = max_position_embeddings / original_max_position_embeddings when the latter is given,
+ * attentionFactor from mscale / mscale_all_dim).
+ */
+export interface YarnRopeConfig {
+  factor: number;
+  originalMaxPositionEmbeddings: number;
+  /** Default 32. */
+  betaFast?: number;
+  /** Default 1. */
+  betaSlow?: number;
+  /** Multiplier of cos and sin. Default 0.1·ln(factor) + 1 (1 when factor ≤ 1). */
+  attentionFactor?: number;
+  /** Round the correction range outward to whole dimensions (default true). */
+  truncate?: boolean;
+}
+
+/** YaRN inverse frequencies [dim/2] in float32 arithmetic, step for step as Hugging Face computes them. */
+export function yarnInverseFrequencies(dim: number, base: number, y: YarnRopeConfig): Float32Array {
+  const f = Math.fround;
+  const half = dim / 2;
+  const correctionDim = (rot: number): number => (dim * Math.log(y.originalMaxPositionEmbeddings / (rot * 2 * Math.PI))) / (2 * Math.log(base));
+  let low = correctionDim(y.betaFast ?? 32), high = correctionDim(y.betaSlow ?? 1);
+  if (y.truncate ?? true) {
+    low = Math.floor(low);
+    high = Math.ceil(high);
+  }
+  low = Math.max(low, 0);
+  high = Math.min(high, dim - 1);
+  if (low === high) high += 0.001;
+  const out = new Float32Array(half);
+  for (let i = 0; i < half; i++) {
+    const posFreq = f(Math.pow(base, f((2 * i) / dim)));
+    const extrap = f(1 / posFreq), interp = f(1 / f(y.factor * posFreq));
+    const ramp = f(Math.min(1, Math.max(0, f(f(i - low) / f(high - low)))));
+    const extrapFactor = f(1 - ramp);
+    out[i] = f(f(interp * f(1 - extrapFactor)) + f(extrap * extrapFactor));
+  }
+  return out;
+}
+
+/** The default YaRN attention factor: 0.1·ln(factor) + 1 (Hugging Face get_mscale with mscale 1). */
+export function yarnMscale(factor: number, mscale = 1): number {
+  return factor <= 1 ? 1 : 0.1 * mscale * Math.log(factor) + 1;
+}
+
+/** Rotary embedding with a table of its own (YaRN), from differentiable ops, for x [B, T, H, D] at positions start.. */
+class ScaledRotary {
+  private cos = new Float32Array(0);
+  private sin = new Float32Array(0);
+  private rows = 0;
+  private readonly invFreq: Float32Array;
+  private readonly scale: number;
+  constructor(readonly dim: number, base: number, yarn: YarnRopeConfig) {
+    this.invFreq = yarnInverseFrequencies(dim, base, yarn);
+    this.scale = yarn.attentionFactor ?? yarnMscale(yarn.factor);
+  }
+
+  private ensure(rows: number): void {
+    if (rows <= this.rows) return;
+    const n = Math.max(rows, 2 * this.rows), D = this.dim, half = D / 2;
+    const cos = new Float32Array(n * D), sin = new Float32Array(n * D);
+    for (let p = 0; p < n; p++) {
+      for (let i = 0; i < half; i++) {
+        const ang = Math.fround(p * this.invFreq[i]);
+        const c = Math.fround(Math.cos(ang) * this.scale), s = Math.fround(Math.sin(ang) * this.scale);
+        cos[p * D + i] = cos[p * D + half + i] = c;
+        sin[p * D + i] = sin[p * D + half + i] = s;
+      }
+    }
+    this.cos = cos;
+    this.sin = sin;
+    this.rows = n;
+  }
+
+  /** x·cos + rotate_half(x)·sin with rotate_half([x₁ | x₂]) = [−x₂ | x₁]. */
+  apply(x: Tensor, start: number): Tensor {
+    const T = x.shape[1], D = this.dim, half = D / 2;
+    this.ensure(start + T);
+    const cos = new Tensor(this.cos.slice(start * D, (start + T) * D), [1, T, 1, D]);
+    const sin = new Tensor(this.sin.slice(start * D, (start + T) * D), [1, T, 1, D]);
+    const rotated = concat([neg(slice(x, 3, half, D)), slice(x, 3, 0, half)], 3);
+    return add(mul(x, cos), mul(rotated, sin));
+  }
+}
+
 export interface TransformerLMConfig {
   vocabSize: number;
   dModel: number;
@@ -103,6 +194,8 @@ export interface TransformerLMConfig {
   denseLayers?: number[];
   /** Multi-head latent attention (DeepSeek-V2/V3) instead of q/k/v/o attention. */
   mla?: MLAConfig | null;
+  /** YaRN-scaled rotary positions (HF `rope_scaling` type "yarn"); default null (plain RoPE with ropeTheta). */
+  ropeYarn?: YarnRopeConfig | null;
 }
 
 /** Options of CausalSelfAttention beyond the original (dModel, nHeads, ropeTheta) layout; see TransformerLMConfig. */
@@ -115,6 +208,7 @@ export interface SelfAttentionOptions {
   clipQKV?: number | null;
   attentionScale?: number | null;
   normEps?: number;
+  ropeYarn?: YarnRopeConfig | null;
 }
 
 /** One layer's cache slot: keys/values seen so far, and how to replace them. */
@@ -158,6 +252,7 @@ export class CausalSelfAttention extends Module {
   readonly o_proj: Linear;
   readonly q_norm: RMSNorm | null;
   readonly k_norm: RMSNorm | null;
+  private readonly yarn: ScaledRotary | null;
   constructor(dModel: number, nHeads: number, ropeTheta: number, generator: Generator, opts: SelfAttentionOptions = {}) {
     super();
     this.nHeads = nHeads;
@@ -176,6 +271,7 @@ export class CausalSelfAttention extends Module {
     const eps = opts.normEps ?? 1e-6;
     this.q_norm = this.qkNorm ? this.registerModule('q_norm', new RMSNorm(this.qkNorm === 'head' ? this.headDim : qDim, eps)) : null;
     this.k_norm = this.qkNorm ? this.registerModule('k_norm', new RMSNorm(this.qkNorm === 'head' ? this.headDim : kvDim, eps)) : null;
+    this.yarn = opts.ropeYarn ? new ScaledRotary(this.headDim, ropeTheta, opts.ropeYarn) : null;
   }
 
   /** x [B, T, dModel] → [B, T, dModel]; with a cache entry, attends over cached + new keys. */
@@ -201,8 +297,8 @@ export class CausalSelfAttention extends Module {
     }
     const start = cache?.entry ? cache.entry.k.shape[1] : 0;
     const rope = { startPos: start, base: this.ropeTheta, layout: 'bthd' as const };
-    q4 = applyRotary(q4, rope);
-    k4 = applyRotary(k4, rope);
+    q4 = this.yarn ? this.yarn.apply(q4, start) : applyRotary(q4, rope);
+    k4 = this.yarn ? this.yarn.apply(k4, start) : applyRotary(k4, rope);
     if (cache) {
       if (cache.entry) {
         k4 = concat([cache.entry.k, k4], 1);
@@ -235,6 +331,7 @@ export class MultiHeadLatentAttention extends Module {
   readonly kv_a_layernorm: RMSNorm;
   readonly kv_b_proj: Linear;
   readonly o_proj: Linear;
+  private readonly yarn: ScaledRotary | null;
   constructor(dModel: number, nHeads: number, mla: MLAConfig, ropeTheta: number, generator: Generator, opts: SelfAttentionOptions = {}) {
     super();
     this.nHeads = nHeads;
@@ -257,6 +354,7 @@ export class MultiHeadLatentAttention extends Module {
     this.kv_a_layernorm = this.registerModule('kv_a_layernorm', new RMSNorm(mla.kvLoraRank, 1e-6));
     this.kv_b_proj = this.registerModule('kv_b_proj', new Linear(mla.kvLoraRank, nHeads * (mla.qkNopeHeadDim + mla.vHeadDim), { bias: false, generator }));
     this.o_proj = this.registerModule('o_proj', new Linear(nHeads * mla.vHeadDim, dModel, { bias: opts.attentionOutputBias ?? false, generator }));
+    this.yarn = opts.ropeYarn ? new ScaledRotary(mla.qkRopeHeadDim, ropeTheta, opts.ropeYarn) : null;
   }
 
   forward(x: Tensor, cache?: AttentionCacheSlot): Tensor {
@@ -267,11 +365,12 @@ export class MultiHeadLatentAttention extends Module {
     const ropeOpts = { startPos: start, base: this.ropeTheta, layout: 'bthd' as const };
     const qFlat = this.q_proj ? this.q_proj.forward(x) : (this.q_b_proj as Linear).forward((this.q_a_layernorm as RMSNorm).forward((this.q_a_proj as Linear).forward(x)));
     const q = reshape(qFlat, [B, T, H, qkHead]);
-    const qRot = applyRotary(slice(q, 3, nope, qkHead), ropeOpts);
+    const rot = (t: Tensor): Tensor => (this.yarn ? this.yarn.apply(t, start) : applyRotary(t, ropeOpts));
+    const qRot = rot(slice(q, 3, nope, qkHead));
     const ckv = this.kv_a_proj_with_mqa.forward(x); // [B, T, kvRank + rope]
     const kv = reshape(this.kv_b_proj.forward(this.kv_a_layernorm.forward(slice(ckv, 2, 0, m.kvLoraRank))), [B, T, H, nope + m.vHeadDim]);
     // The single rope key head, shared by every head.
-    const kRot = applyRotary(reshape(slice(ckv, 2, m.kvLoraRank, m.kvLoraRank + rope), [B, T, 1, rope]), ropeOpts);
+    const kRot = rot(reshape(slice(ckv, 2, m.kvLoraRank, m.kvLoraRank + rope), [B, T, 1, rope]));
     const qs = nope > 0 ? concat([slice(q, 3, 0, nope), qRot], 3) : qRot;
     const kRotH = expand(kRot, [B, T, H, rope]);
     let ks = nope > 0 ? concat([slice(kv, 3, 0, nope), kRotH], 3) : kRotH;
@@ -321,6 +420,7 @@ export class DecoderLayer extends Module {
       clipQKV: c.clipQKV,
       attentionScale: c.attentionScale,
       normEps: c.normEps,
+      ropeYarn: c.ropeYarn,
     };
     this.self_attn = this.registerModule(
       'self_attn',
@@ -360,7 +460,7 @@ export class DecoderLayer extends Module {
 
 /** The optional architecture keys: present in a resolved config only when the input set them. */
 type ArchitectureKeys =
-  | 'nKVHeads' | 'headDim' | 'attentionBias' | 'attentionOutputBias' | 'qkNorm' | 'clipQKV' | 'attentionScale' | 'tieEmbeddings' | 'denseLayers' | 'mla';
+  | 'nKVHeads' | 'headDim' | 'attentionBias' | 'attentionOutputBias' | 'qkNorm' | 'clipQKV' | 'attentionScale' | 'tieEmbeddings' | 'denseLayers' | 'mla' | 'ropeYarn';
 
 /** A config with every default filled in (the architecture keys stay absent when unset: see the module doc). */
 export interface ResolvedLMConfig extends Required<Omit<TransformerLMConfig, 'moe' | ArchitectureKeys>>, Pick<TransformerLMConfig, ArchitectureKeys> {
@@ -459,6 +559,21 @@ function resolveArchitecture(c: TransformerLMConfig, r: ResolvedLMConfig): void 
     }
     r.mla = mla;
   } else if (c.mla === null) r.mla = null;
+  if (c.ropeYarn !== undefined && c.ropeYarn !== null) {
+    const y = c.ropeYarn;
+    const pos = (v: unknown, field: string, optional = false): void => {
+      if (optional && v === undefined) return;
+      if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) throw new ConfigError(field, v, 'must be a finite number > 0');
+    };
+    if (typeof y !== 'object') throw new ConfigError('ropeYarn', y, 'must be { factor, originalMaxPositionEmbeddings, ... } or null');
+    pos(y.factor, 'ropeYarn.factor');
+    pos(y.originalMaxPositionEmbeddings, 'ropeYarn.originalMaxPositionEmbeddings');
+    pos(y.betaFast, 'ropeYarn.betaFast', true);
+    pos(y.betaSlow, 'ropeYarn.betaSlow', true);
+    pos(y.attentionFactor, 'ropeYarn.attentionFactor', true);
+    if (y.truncate !== undefined && typeof y.truncate !== 'boolean') throw new ConfigError('ropeYarn.truncate', y.truncate, 'must be a boolean');
+    r.ropeYarn = { ...y };
+  } else if (c.ropeYarn === null) r.ropeYarn = null;
 }
 
 /** What a language-model forward returns. */
