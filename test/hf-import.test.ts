@@ -240,7 +240,9 @@ describe('Hugging Face import: refusals name the config field or tensor', () => 
   const base = loadHFCase('mixtral');
   const cases: Array<[string, HFCaseName, Record<string, unknown>, string, RegExp]> = [
     ['unsupported model_type', 'mixtral', { model_type: 'llama' }, 'model_type', /unsupported architecture.*supported: mixtral/],
-    ['deepseek_v2', 'deepseek_v3', { model_type: 'deepseek_v2' }, 'model_type', /DeepSeek-V2/],
+    ['deepseek_v2 with norm_topk_prob', 'deepseek_v2', { norm_topk_prob: true }, 'norm_topk_prob', /ambiguous/],
+    ['deepseek_v2 with noaux_tc', 'deepseek_v2', { topk_method: 'noaux_tc' }, 'topk_method', /greedy/],
+    ['deepseek_v2 with sigmoid scores', 'deepseek_v2', { scoring_func: 'sigmoid' }, 'scoring_func', /softmax/],
     ['dynamic rope_scaling', 'deepseek_v3', { rope_scaling: { type: 'dynamic', factor: 4 } }, 'rope_scaling', /"dynamic" is not implemented/],
     ['YaRN without a factor', 'deepseek_v3', { rope_scaling: { type: 'yarn', original_max_position_embeddings: 16 } }, 'rope_scaling.factor', /required for YaRN/],
     ['rope_parameters of another type', 'qwen3_moe', { rope_parameters: { rope_type: 'linear', factor: 2, rope_theta: 1e6 } }, 'rope_parameters', /"linear"/],
@@ -397,6 +399,15 @@ describe('Hugging Face import: published config.json files translate (or are ref
     expect(hfConfigToSwitchyard({ ...olmoe1b7b, num_experts: undefined, num_local_experts: 64 }).config.moe?.numExperts).toBe(64);
     expect(hfConfigToSwitchyard({ ...mixtral8x7b, num_local_experts: undefined, num_experts: 8 }).config.moe?.numExperts).toBe(8);
     expect(hfConfigToSwitchyard({ ...moonlight, n_routed_experts: undefined, num_local_experts: 64 }).config.moe?.numExperts).toBe(64);
+  });
+
+  it('DeepSeek-V2-Lite: greedy softmax routing, YaRN with the mscale_all_dim softmax correction', () => {
+    const lite = { architectures: ['DeepseekV2ForCausalLM'], attention_bias: false, attention_dropout: 0.0, aux_loss_alpha: 0.001, bos_token_id: 100000, eos_token_id: 100001, first_k_dense_replace: 1, hidden_act: 'silu', hidden_size: 2048, initializer_range: 0.02, intermediate_size: 10944, kv_lora_rank: 512, max_position_embeddings: 163840, model_type: 'deepseek_v2', moe_intermediate_size: 1408, moe_layer_freq: 1, n_group: 1, n_routed_experts: 64, n_shared_experts: 2, norm_topk_prob: false, num_attention_heads: 16, num_experts_per_tok: 6, num_hidden_layers: 27, num_key_value_heads: 16, pretraining_tp: 1, q_lora_rank: null, qk_nope_head_dim: 128, qk_rope_head_dim: 64, rms_norm_eps: 1e-6, rope_scaling: { beta_fast: 32, beta_slow: 1, factor: 40, mscale: 0.707, mscale_all_dim: 0.707, original_max_position_embeddings: 4096, type: 'yarn' }, rope_theta: 10000, routed_scaling_factor: 1.0, scoring_func: 'softmax', seq_aux: true, tie_word_embeddings: false, topk_group: 1, topk_method: 'greedy', torch_dtype: 'bfloat16', use_cache: true, v_head_dim: 128, vocab_size: 102400 };
+    const c = hfConfigToSwitchyard(lite).config;
+    expect(c).toMatchObject({ denseLayers: [0], mla: { qLoraRank: null, kvLoraRank: 512 }, moe: { numExperts: 64, dFF: 1408, sharedDFF: 2816, router: { k: 6, scoring: 'softmax', groups: null, normalize: false, routedScalingFactor: 1 } } });
+    expect(c.ropeYarn).toMatchObject({ factor: 40, attentionFactor: 1 });
+    const m = 0.1 * 0.707 * Math.log(40) + 1;
+    expect(c.attentionScale).toBeCloseTo((m * m) / Math.sqrt(192), 12);
   });
 
   it('DeepSeek-V3 as published: FP8 quantization_config refused; a BF16 export translates with its YaRN scaling', () => {

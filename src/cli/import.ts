@@ -1,6 +1,6 @@
 /**
  * `switchyard import <dir>`: validate and load a Hugging Face MoE checkpoint folder (Mixtral,
- * Qwen2-MoE, Qwen3-MoE, OLMoE, DeepSeek-V3), print what it is, optionally write a Switchyard
+ * Qwen2-MoE, Qwen3-MoE, OLMoE, DeepSeek-V2, DeepSeek-V3), print what it is, optionally write a Switchyard
  * model folder (`--out`) and generate a few tokens from a prompt as a smoke test.
  */
 import { Command } from 'commander';
@@ -84,7 +84,7 @@ interface ImportOptions {
 
 export function importCommand(): Command {
   return new Command('import')
-    .description('load a Hugging Face MoE checkpoint folder (mixtral, qwen2_moe, qwen3_moe, olmoe, deepseek_v3): summary, --out, --prompt')
+    .description('load a Hugging Face MoE checkpoint folder (mixtral, qwen2_moe, qwen3_moe, olmoe, deepseek_v2, deepseek_v3): summary, --out, --prompt')
     .argument('<dir>', 'folder with config.json and model.safetensors (or model.safetensors.index.json + shards)')
     .option('--out <dir>', 'write a Switchyard model folder (model.safetensors + config.json + tokenizer files)')
     .option('--prompt <text>', 'generate a few tokens after this text (needs tokenizer.json)')

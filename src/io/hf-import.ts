@@ -9,6 +9,8 @@
  *                                        `mlp.shared_expert.*` gated by `mlp.shared_expert_gate`
  *   qwen3_moe    Qwen3MoeForCausalLM     per-head `q_norm`/`k_norm`, `head_dim`
  *   olmoe        OlmoeForCausalLM        whole-projection `q_norm`/`k_norm`, `clip_qkv`
+ *   deepseek_v2  DeepseekV2ForCausalLM   multi-head latent attention (interleaved rope), softmax routing,
+ *                                        greedy / group-limited (group max) top-k, `routed_scaling_factor`
  *   deepseek_v3  DeepseekV3ForCausalLM   multi-head latent attention, `first_k_dense_replace`,
  *                                        sigmoid routing with `mlp.gate.e_score_correction_bias`,
  *                                        group-limited top-k, `routed_scaling_factor`, `mlp.shared_experts.*`
@@ -39,7 +41,7 @@ import { decodeSafetensorsTensor, readSafetensorsHeader, readSafetensorsHeaderLe
 import { saveSafetensors, loadSafetensors } from './safetensors-file.js';
 
 /** The config.json `model_type`s this importer supports. */
-export const HF_MODEL_TYPES = ['mixtral', 'qwen2_moe', 'qwen3_moe', 'olmoe', 'deepseek_v3'] as const;
+export const HF_MODEL_TYPES = ['mixtral', 'qwen2_moe', 'qwen3_moe', 'olmoe', 'deepseek_v2', 'deepseek_v3'] as const;
 export type HFModelType = (typeof HF_MODEL_TYPES)[number];
 
 /** A raw config.json object. */
@@ -246,7 +248,7 @@ function windowCap(cfg: HFConfig, family: HFModelType): { field: string; window:
 export function hfFamily(cfg: HFConfig): HFModelType {
   const t = cfg.model_type;
   if (typeof t !== 'string' || !(HF_MODEL_TYPES as readonly string[]).includes(t)) {
-    const hint = t === 'deepseek_v2' ? ' (DeepSeek-V2 routing and rope layout differ from V3 and are not implemented)' : '';
+    const hint = '';
     throw new ConfigError('model_type', t, `unsupported architecture${hint}; supported: ${HF_MODEL_TYPES.join(', ')}`);
   }
   return t as HFModelType;
@@ -353,21 +355,31 @@ export function hfConfigToSwitchyard(cfg: HFConfig, opts: { maxSeqLen?: number }
       base.moe = { numExperts: E, router: topk(k, boolField(cfg, 'norm_topk_prob', false)) };
       break;
     }
+    case 'deepseek_v2':
     case 'deepseek_v3': {
+      const v2 = family === 'deepseek_v2';
       const ropeCfg = applyRope(base, cfg, 10000);
       if (nKV !== nHeads) throw new ConfigError('num_key_value_heads', nKV, `multi-head latent attention needs num_key_value_heads = num_attention_heads (${nHeads})`);
       delete base.nKVHeads;
       delete base.headDim;
-      if (has(cfg, 'scoring_func') && cfg.scoring_func !== 'sigmoid') throw new ConfigError('scoring_func', cfg.scoring_func, "only 'sigmoid' is supported for deepseek_v3");
-      if (has(cfg, 'topk_method') && cfg.topk_method !== 'noaux_tc') throw new ConfigError('topk_method', cfg.topk_method, "only 'noaux_tc' (group-limited top-k on bias-corrected sigmoid scores) is supported");
+      const scoring = v2 ? 'softmax' : 'sigmoid';
+      if (has(cfg, 'scoring_func') && cfg.scoring_func !== scoring) throw new ConfigError('scoring_func', cfg.scoring_func, `only '${scoring}' is supported for ${family}`);
+      const method = has(cfg, 'topk_method') ? cfg.topk_method : v2 ? 'greedy' : 'noaux_tc';
+      if (v2 && method !== 'greedy' && method !== 'group_limited_greedy') throw new ConfigError('topk_method', method, "only 'greedy' and 'group_limited_greedy' are supported for deepseek_v2");
+      if (!v2 && method !== 'noaux_tc') throw new ConfigError('topk_method', method, "only 'noaux_tc' (group-limited top-k on bias-corrected sigmoid scores) is supported");
+      if (v2 && boolField(cfg, 'norm_topk_prob', false)) {
+        throw new ConfigError('norm_topk_prob', true, "is ambiguous for deepseek_v2 (Hugging Face ignores it, DeepSeek's original code renormalises instead of scaling): only false is supported");
+      }
+      if (v2 && boolField(cfg, 'mlp_bias', false)) throw new ConfigError('mlp_bias', true, 'MLP biases are not supported');
       if (has(cfg, 'moe_layer_freq') && cfg.moe_layer_freq !== 1) throw new ConfigError('moe_layer_freq', cfg.moe_layer_freq, 'only 1 is supported (Hugging Face ignores it too)');
       const E = intField(cfg, aliased(cfg, 'n_routed_experts', 'num_local_experts'), { min: 2 });
       const k = intField(cfg, 'num_experts_per_tok');
-      const G = intField(cfg, 'n_group', { fallback: 1 });
-      const TG = intField(cfg, 'topk_group', { fallback: 1 });
+      const grouped = v2 ? method === 'group_limited_greedy' : true;
+      const G = grouped ? intField(cfg, 'n_group', { fallback: 1 }) : 1;
+      const TG = grouped ? intField(cfg, 'topk_group', { fallback: 1 }) : 1;
       if (E % G !== 0) throw new ConfigError('n_group', G, `must divide n_routed_experts (${E})`);
       if (TG > G) throw new ConfigError('topk_group', TG, `exceeds n_group (${G})`);
-      if (G > 1 && E / G < 2) throw new ConfigError('n_group', G, 'needs at least 2 experts per group (group score = sum of the top 2)');
+      if (!v2 && G > 1 && E / G < 2) throw new ConfigError('n_group', G, 'needs at least 2 experts per group (group score = sum of the top 2)');
       if (k > (E / G) * TG) throw new ConfigError('num_experts_per_tok', k, `exceeds the experts of topk_group groups (${(E / G) * TG})`);
       const first = intField(cfg, 'first_k_dense_replace', { min: 0, fallback: 0 });
       if (first > 0) base.denseLayers = Array.from({ length: Math.min(first, nLayers) }, (_, i) => i);
@@ -383,7 +395,7 @@ export function hfConfigToSwitchyard(cfg: HFConfig, opts: { maxSeqLen?: number }
       };
       if (boolField(cfg, 'attention_bias', false)) base.attentionBias = base.attentionOutputBias = true;
       if (ropeCfg.raw) {
-        // DeepseekV3Attention: with rope scaling, softmax scale ·= yarn_get_mscale(factor, mscale_all_dim)² (the config's factor).
+        // DeepseekV2/V3Attention: with rope scaling, softmax scale ·= yarn_get_mscale(factor, mscale_all_dim)² (the config's factor).
         const all = ropeCfg.raw.mscale_all_dim;
         if (typeof all === 'number' && all !== 0) {
           const m = yarnMscale(ropeCfg.raw.factor as number, all);
@@ -395,14 +407,21 @@ export function hfConfigToSwitchyard(cfg: HFConfig, opts: { maxSeqLen?: number }
       base.moe = {
         numExperts: E,
         dFF: moeDFF,
-        router: topk(k, boolField(cfg, 'norm_topk_prob', true), {
-          scoring: 'sigmoid',
-          groups: G > 1 ? { numGroups: G, topkGroups: TG, groupScore: 'top2sum' } : null,
-          routedScalingFactor: numField(cfg, 'routed_scaling_factor', 1),
-          selectionBias: true,
-        }),
+        router: v2
+          ? // DeepseekV2Moe: softmax over experts, top-k (within the topk_group best groups by their max score), weights · routed_scaling_factor, no renormalisation.
+            topk(k, false, {
+              scoring: 'softmax',
+              groups: G > 1 ? { numGroups: G, topkGroups: TG, groupScore: 'max' } : null,
+              routedScalingFactor: numField(cfg, 'routed_scaling_factor', 1),
+            })
+          : topk(k, boolField(cfg, 'norm_topk_prob', true), {
+              scoring: 'sigmoid',
+              groups: G > 1 ? { numGroups: G, topkGroups: TG, groupScore: 'top2sum' } : null,
+              routedScalingFactor: numField(cfg, 'routed_scaling_factor', 1),
+              selectionBias: true,
+            }),
       };
-      // HF DeepseekV3MoE: one shared MLP of width moe_intermediate_size · n_shared_experts.
+      // HF DeepseekV2Moe / DeepseekV3MoE: one shared MLP of width moe_intermediate_size · n_shared_experts.
       if (nShared > 0) Object.assign(base.moe, { numSharedExperts: 1, sharedDFF: moeDFF * nShared });
       break;
     }
@@ -434,7 +453,7 @@ function hfName(sw: string, family: HFModelType, interleave: boolean): NameRule 
   const rest = m[2];
   if (rest.startsWith('self_attn.')) {
     const rule: NameRule = { hf: `${layer}.${rest}` };
-    if (family === 'deepseek_v3' && interleave) {
+    if ((family === 'deepseek_v3' || family === 'deepseek_v2') && interleave) {
       if (rest === 'self_attn.q_b_proj.weight' || rest === 'self_attn.q_proj.weight') rule.permute = 'q';
       if (rest === 'self_attn.kv_a_proj_with_mqa.weight' || rest === 'self_attn.kv_a_proj_with_mqa.bias') rule.permute = 'kv';
     }
@@ -603,7 +622,8 @@ export async function loadHFModel(dir: string, opts: HFImportOptions = {}): Prom
   const model = opts.deferExperts ? withDeferredExperts(build) : build();
   model.eval();
 
-  const interleave = family === 'deepseek_v3' && boolField(hfConfig, 'rope_interleave', true);
+  // DeepSeek-V2 always rotates interleaved pairs (complex multiply); V3 unless rope_interleave is false.
+  const interleave = family === 'deepseek_v2' || (family === 'deepseek_v3' && boolField(hfConfig, 'rope_interleave', true));
   const { shards, where } = await openCheckpointFiles(root);
   const tensors = new Map<string, HFTensorSource>();
   try {

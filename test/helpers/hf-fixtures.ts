@@ -13,7 +13,7 @@ import { fileURLToPath } from 'node:url';
 
 const FIXTURES = join(dirname(fileURLToPath(import.meta.url)), '..', 'fixtures', 'hf');
 
-export const HF_CASES = ['mixtral', 'qwen2_moe', 'qwen3_moe', 'olmoe', 'deepseek_v3', 'deepseek_v3_plain', 'deepseek_v3_yarn', 'qwen3_moe_yarn'] as const;
+export const HF_CASES = ['mixtral', 'qwen2_moe', 'qwen3_moe', 'olmoe', 'deepseek_v3', 'deepseek_v3_plain', 'deepseek_v3_yarn', 'qwen3_moe_yarn', 'deepseek_v2'] as const;
 export type HFCaseName = (typeof HF_CASES)[number];
 
 export interface HFTensor {
