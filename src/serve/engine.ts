@@ -13,6 +13,9 @@ import { noGrad } from '../tensor/autodiff.js';
 import { Tensor } from '../tensor/tensor.js';
 import type { ServingModel } from './model-loader.js';
 
+/** Longest run of decoding between two turns of the event loop. */
+const YIELD_MS = 8;
+
 /** The queue is full: answer 429 with Retry-After. */
 export class QueueFullError extends SwitchyardError {
   readonly retryAfterSeconds: number;
@@ -116,14 +119,20 @@ export class Engine {
     return this.accepting;
   }
 
+  /** Why a new request would be refused right now (queue full, shutting down), or null. */
+  refusal(): QueueFullError | ShuttingDownError | null {
+    if (!this.accepting) return new ShuttingDownError();
+    if (this.queue.length >= this.maxQueue && (this.running || this.queue.length > 0)) {
+      return new QueueFullError(this.maxQueue, Math.max(1, Math.ceil((this.queue.length + 1) * this.meanSeconds)));
+    }
+    return null;
+  }
+
   /** Queue a request; rejects at once with QueueFullError / ShuttingDownError. */
   generate(req: GenerateRequest): Promise<GenerateResult> {
-    if (!this.accepting) return Promise.reject(new ShuttingDownError());
+    const refused = this.refusal();
+    if (refused) return Promise.reject(refused);
     if (req.signal?.aborted) return Promise.reject(new AbortedError());
-    if (this.queue.length >= this.maxQueue && (this.running || this.queue.length > 0)) {
-      const wait = Math.max(1, Math.ceil((this.queue.length + 1) * this.meanSeconds));
-      return Promise.reject(new QueueFullError(this.maxQueue, wait));
-    }
     return new Promise<GenerateResult>((resolve, reject) => {
       const job: Job = {
         req,
@@ -209,6 +218,7 @@ export class Engine {
     // Start on a fresh macrotask: the caller's handler finishes setting up (stream headers, abort hooks) first.
     await new Promise<void>((r) => setImmediate(r));
     this.counters.promptTokens += req.promptIds.length;
+    let lastYield = performance.now();
     for (let step = 0; step < req.maxTokens; step++) {
       if (this.beforeStep) await this.beforeStep();
       if (req.signal?.aborted) throw new AbortedError();
@@ -257,7 +267,12 @@ export class Engine {
         emitted = safe;
       }
       next = [tok];
-      await new Promise<void>((r) => setImmediate(r));
+      // Yield to the event loop every few milliseconds (not every token): each turn also serves
+      // whatever is pending (new requests, 429s, metrics), which under load would dominate.
+      if (performance.now() - lastYield >= YIELD_MS) {
+        await new Promise<void>((r) => setImmediate(r));
+        lastYield = performance.now();
+      }
     }
     if (finish === 'length' && text.length > emitted) req.onText?.(text.slice(emitted));
     return { text, promptTokens: req.promptIds.length, completionTokens: generated.length, finishReason: finish };

@@ -17,6 +17,13 @@ export interface RandomCheckpointOptions {
   text?: string;
   /** Run name recorded in the log. */
   name?: string;
+  /**
+   * Standard deviation of the token embeddings (default 0.02, the model's own init). With 0.02 an
+   * untrained model's residual stream is dominated by attention output, so it routes nearly
+   * every token to the same experts; 1 (torch.nn.Embedding's default) gives token-dependent,
+   * near-uniform routing, the pessimistic case for an expert cache.
+   */
+  embeddingStd?: number;
 }
 
 const ASCII = Array.from({ length: 95 }, (_, i) => String.fromCharCode(32 + i)).join('') + '\n';
@@ -25,6 +32,10 @@ const ASCII = Array.from({ length: 95 }, (_, i) => String.fromCharCode(32 + i)).
 export async function writeRandomCheckpoint(runDir: string, opts: RandomCheckpointOptions): Promise<string> {
   const tokenizer = buildTokenizer('char', opts.text ?? ASCII);
   const model = new MoETransformerLM({ ...opts.model, vocabSize: tokenizer.vocabSize });
+  if (opts.embeddingStd !== undefined) {
+    const w = model.embed_tokens.weight.data as Float32Array;
+    for (let i = 0; i < w.length; i++) w[i] *= opts.embeddingStd / 0.02;
+  }
   const optimizer = new AdamW(model.parameters());
   const spec = {
     name: opts.name ?? 'random model',

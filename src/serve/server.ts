@@ -112,6 +112,14 @@ export async function createServer(served: ServingModel, opts: ServerOptions = {
   app.addHook('onRequest', async (req, reply) => {
     const route = req.routeOptions.url ?? 'unmatched';
     reply.raw.once('close', () => requests.add(route, reply.raw.headersSent ? reply.raw.statusCode : 499));
+    // Refuse before reading and parsing the body when the queue is full: cheap 429s under overload.
+    if (req.method === 'POST' && (route === '/v1/completions' || route === '/v1/chat/completions')) {
+      const refused = engine.refusal();
+      if (refused) {
+        const { status, body, headers } = describeError(refused, maxBody);
+        return reply.code(status).headers(headers).send(body);
+      }
+    }
   });
 
   app.setErrorHandler((err, _req, reply) => {
