@@ -14,6 +14,8 @@ import { ExpertLoadError, ExpertStore } from '../src/serve/expert-store.js';
 import { writeRandomCheckpoint } from '../src/serve/fixture.js';
 import { loadServingModel } from '../src/serve/model-loader.js';
 import { readSafetensorsHeader } from '../src/io/safetensors.js';
+import { loadHFModel } from '../src/io/hf-import.js';
+import { loadHFCase, tempCheckpointDir, writeHFCheckpoint, type HFCaseName, type WriteOptions } from './helpers/hf-fixtures.js';
 
 const MODEL = {
   dModel: 32,
@@ -241,4 +243,39 @@ describe('ExpertStore', () => {
       await served.close();
     }
   });
+});
+
+describe('ExpertStore on Hugging Face folders', () => {
+  const cases: Array<[HFCaseName, WriteOptions]> = [
+    ['mixtral', { dtype: 'BF16', shards: 2, tokenizer: true }],
+    ['qwen2_moe', { dtype: 'F16', fusedExperts: true, tokenizer: true }],
+    ['deepseek_v3', { dtype: 'F32', tokenizer: true }],
+    ['olmoe', { dtype: 'BF16', fusedExperts: true, shards: 3, tokenizer: true }],
+  ];
+  for (const [name, opts] of cases) {
+    it(`${name} (${JSON.stringify(opts)}): experts served from the shards match the fully loaded import bit for bit`, async () => {
+      const hfDir = writeHFCheckpoint(tempCheckpointDir(`serve-${name}`), loadHFCase(name), opts);
+      try {
+        const full = (await loadHFModel(hfDir)).model;
+        const V = full.config.vocabSize;
+        const ids = Array.from({ length: 12 }, (_, i) => (i * 7 + 3) % Math.min(V, 40));
+        const expected = trace(full, ids);
+        for (const [budget, prefetch] of [['25%', true], ['50%', false], ['all', false]] as const) {
+          const served = await loadServingModel(hfDir, { expertMemory: budget, prefetch });
+          try {
+            expect(served.source.kind).toBe('hf');
+            expect(served.store).not.toBeNull();
+            trace(served.model, ids).forEach((g, i) => expect(Buffer.from(g.buffer).equals(Buffer.from(expected[i].buffer)), `${budget} step ${i}`).toBe(true));
+            const s = served.store!.stats();
+            expect(s.peakResidentBytes).toBeLessThanOrEqual(s.budgetBytes);
+            expect(s.misses).toBeGreaterThan(0);
+          } finally {
+            await served.close();
+          }
+        }
+      } finally {
+        await rm(hfDir, { recursive: true, force: true });
+      }
+    });
+  }
 });

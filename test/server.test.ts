@@ -12,6 +12,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readSafetensorsHeader } from '../src/io/safetensors.js';
+import { loadHFCase, tempCheckpointDir, writeHFCheckpoint } from './helpers/hf-fixtures.js';
 import { writeRandomCheckpoint } from '../src/serve/fixture.js';
 import { loadServingModel } from '../src/serve/model-loader.js';
 import { createServer, type ServerOptions, type SwitchyardServer } from '../src/serve/server.js';
@@ -310,6 +311,26 @@ describe('server limits and faults', () => {
     const s = await fetch(`${url}/v1/completions`, { method: 'POST', body: JSON.stringify({ prompt: 'abcdefghijklmnopqrstuvwxyz'[bad], max_tokens: 1, temperature: 0, stream: true }) });
     expect(s.status).toBe(500);
     expect(((await s.json()) as any).error.param).toBe(victim);
+  });
+});
+
+describe('serving a Hugging Face folder', () => {
+  it('serves completions from a Mixtral-layout folder with its tokenizer.json, experts from the shards', async () => {
+    const hfDir = writeHFCheckpoint(tempCheckpointDir('serve-http'), loadHFCase('mixtral'), { dtype: 'BF16', shards: 2, tokenizer: true });
+    try {
+      const { url, server } = await start({ path: hfDir, expertMemory: '50%' });
+      expect(server.served.source.kind).toBe('hf');
+      const r = await post(`${url}/v1/completions`, { prompt: 'abc abc', max_tokens: 5, temperature: 0 });
+      expect(r.status).toBe(200);
+      expect(r.json.usage.completion_tokens).toBeLessThanOrEqual(5);
+      expect(r.json.choices[0].finish_reason).toMatch(/length|stop/);
+      const h = (await (await fetch(`${url}/healthz`)).json()) as any;
+      expect(h.status).toBe('ok');
+      expect(h.experts.budgetBytes).toBeGreaterThan(0);
+      await server.shutdown();
+    } finally {
+      await rm(hfDir, { recursive: true, force: true });
+    }
   });
 });
 
