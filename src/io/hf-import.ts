@@ -248,8 +248,7 @@ function windowCap(cfg: HFConfig, family: HFModelType): { field: string; window:
 export function hfFamily(cfg: HFConfig): HFModelType {
   const t = cfg.model_type;
   if (typeof t !== 'string' || !(HF_MODEL_TYPES as readonly string[]).includes(t)) {
-    const hint = '';
-    throw new ConfigError('model_type', t, `unsupported architecture${hint}; supported: ${HF_MODEL_TYPES.join(', ')}`);
+    throw new ConfigError('model_type', t, `unsupported architecture; supported: ${HF_MODEL_TYPES.join(', ')}`);
   }
   return t as HFModelType;
 }
