@@ -36,7 +36,10 @@ export function serveCommand(): Command {
     .option('--host <addr>', 'address to listen on', '127.0.0.1')
     .option('--expert-memory <size>', "keep routed experts on disk with an LRU cache of this size: '200MB', '1.5GB', a fraction '0.25' / '25%' of all experts, or 'all' (default: load every weight)", budgetOption)
     .option('--prefetch', "with --expert-memory: read the next layer's predicted experts in a worker thread while the current layer runs")
-    .option('--no-verify', 'skip the sha256 / CRC-32 pass over the weights at start-up (and the per-read CRC check)')
+    .option('--verify <mode>', "integrity of expert reads: 'changed' (CRC-check reads once the file changed since start-up), 'always' (every read), 'off' (also skips the start-up sha256/CRC pass)", (v: string) => {
+      if (v !== 'changed' && v !== 'always' && v !== 'off') throw new InvalidArgumentError(`--verify must be 'changed', 'always' or 'off', got ${JSON.stringify(v)}`);
+      return v;
+    }, 'changed')
     .option('--max-queue <n>', 'requests that may wait while one generates; more get 429', intOption('--max-queue', 0), 16)
     .option('--max-body <size>', 'largest request body; larger get 413', sizeOption('--max-body'), 1 << 20)
     .option('--context <mode>', "a prompt longer than the context: 'error' (400) or 'truncate' (keep its last tokens)", (v: string) => {
@@ -45,7 +48,7 @@ export function serveCommand(): Command {
     }, 'error')
     .option('--max-tokens <n>', 'max_tokens of a request that gives none', intOption('--max-tokens'), 128)
     .option('--model-name <name>', 'the `model` reported in responses (default: the folder name)')
-    .action(async (path: string, o: { port: number; host: string; expertMemory?: string; prefetch?: boolean; verify: boolean; maxQueue: number; maxBody: number; context: 'error' | 'truncate'; maxTokens: number; modelName?: string }) => {
+    .action(async (path: string, o: { port: number; host: string; expertMemory?: string; prefetch?: boolean; verify: 'changed' | 'always' | 'off'; maxQueue: number; maxBody: number; context: 'error' | 'truncate'; maxTokens: number; modelName?: string }) => {
       if (o.prefetch && !o.expertMemory) throw new InvalidArgumentError('--prefetch needs --expert-memory');
       const served = await loadServingModel(path, { expertMemory: o.expertMemory ?? null, prefetch: !!o.prefetch, verify: o.verify });
       const name = o.modelName ?? basename(resolve(path));

@@ -15,9 +15,13 @@
  *   proceed while the main thread computes) into shared memory. A forward that needs an expert
  *   still in flight waits for it with Atomics.wait. Prefetches reserve budget when issued and
  *   never evict the experts of the layer being computed.
- * - With `verify` (default), a CRC-32 of every expert weight's bytes is taken when the store
- *   opens and checked on every read, so a file corrupted or truncated mid-run fails that read
- *   with an ExpertLoadError naming the tensor, instead of computing with garbage.
+ * - Integrity (`verify`): a CRC-32 of every expert weight is taken when the store opens (which
+ *   also proves the file is readable to its end). A read that comes up short (file truncated)
+ *   always fails with an ExpertLoadError naming the tensor. Data read is checked against the
+ *   CRC on every read ('always'), or (the default, 'changed') only once the file's size, mtime or
+ *   ctime differ from when it was opened (one fstat per read): a file rewritten or corrupted
+ *   mid-run is caught at the next read of each of its experts, without paying a CRC (~2 GB/s)
+ *   per read while the file is unchanged. 'off' skips the open pass and every check but length.
  *
  * Memory: each cached expert lives in one fixed-size slot (a SharedArrayBuffer holding its fp32
  * weights), and evicted slots are reused, so the memory behind the cache is what the budget says,
@@ -68,6 +72,9 @@ export interface TensorLocation {
   byteLength?: number;
 }
 
+/** When reads are checked against the CRC-32 taken at open (see the module doc). */
+export type VerifyMode = 'always' | 'changed' | 'off';
+
 export interface ExpertStoreOptions {
   /** The safetensors file(s) holding the expert weights. */
   files: string[];
@@ -77,8 +84,13 @@ export interface ExpertStoreOptions {
   budget: string | number | ByteBudgetSpec;
   /** Predict and read the next MoE layer's experts in a worker thread (default false). */
   prefetch?: boolean;
-  /** CRC-32 every expert weight at open and check it on every read (default true). */
-  verify?: boolean;
+  /** Integrity checks (see the module doc): 'changed' (default; true), 'always', or 'off' (false). */
+  verify?: boolean | VerifyMode;
+  /**
+   * When a layer misses several experts at once, read all but one of them in the worker thread
+   * while the main thread reads the other (default true).
+   */
+  parallelReads?: boolean;
   /** Called after every change to the cache (for tests: the budget invariant). */
   onChange?(store: ExpertStore): void;
 }
@@ -113,11 +125,22 @@ interface OpenFile {
   fd: number;
   dataStart: number;
   tensors: Record<string, SafetensorsTensorInfo>;
+  /** size, mtime and ctime (ns) when opened. */
+  stamp: string;
+  /** The file has changed since it was opened (sticky): verify 'changed' checks every read from now on. */
+  changed: boolean;
+}
+
+function stampOf(fd: number): string {
+  const st = fstatSync(fd, { bigint: true });
+  return `${st.size}:${st.mtimeNs}:${st.ctimeNs}`;
 }
 
 interface Pending {
   /** [state (0 pending, 1 done, 2 failed), CRC-32 of each weight]. */
   status: Int32Array;
+  /** Whether the worker computed the CRCs. */
+  crc: boolean;
 }
 
 interface Entry {
@@ -129,6 +152,8 @@ interface Entry {
   pending: Pending | null;
   pins: number;
   prefetched: boolean;
+  /** Read by the worker for the layer now running (a miss, not a prefetch). */
+  demand: boolean;
   used: boolean;
 }
 
@@ -162,8 +187,10 @@ export interface ExpertStoreStats {
   prefetchUseful: number;
   /** Prefetched experts evicted unused. */
   prefetchWasted: number;
-  /** Forwards that waited for a prefetch still in flight. */
+  /** Forwards that waited for a worker read still in flight. */
   prefetchWaits: number;
+  /** Missed experts read by the worker alongside the main thread's read (parallelReads). */
+  parallelReads: number;
   /** Of the experts layers actually used, how many the previous layer's prediction had named. */
   predictedCorrect: number;
   predictedTotal: number;
@@ -221,7 +248,7 @@ function openSafetensors(path: string): OpenFile {
     const head = new Uint8Array(8 + n);
     if (readFully(fd, head, 0) !== 8 + n) throw new ConfigError('file', path, 'ended inside its safetensors header');
     const header = readSafetensorsHeader(head, size);
-    return { path, fd, dataStart: header.dataStart, tensors: header.tensors };
+    return { path, fd, dataStart: header.dataStart, tensors: header.tensors, stamp: stampOf(fd), changed: false };
   } catch (e) {
     closeSync(fd);
     throw e;
@@ -258,7 +285,8 @@ export class ExpertStore implements ExpertSource {
   readonly budgetBytes: number;
   readonly totalExpertBytes: number;
   readonly prefetch: boolean;
-  readonly verify: boolean;
+  readonly verify: VerifyMode;
+  readonly parallelReads: boolean;
   /** The MoE layers served, in depth order, with their model layer index. */
   readonly layers: Array<{ layer: MoELayer; index: number; norm: Tensor | null }>;
   private readonly refs: ExpertRef[][];
@@ -279,7 +307,7 @@ export class ExpertStore implements ExpertSource {
   private readonly maxExperts: number;
   private readonly counters = {
     hits: 0, misses: 0, bytesRead: 0, evictions: 0, splitForwards: 0, prefetchIssued: 0, prefetchUseful: 0,
-    prefetchWasted: 0, prefetchWaits: 0, predictedCorrect: 0, predictedTotal: 0, predictedCount: 0, loadErrors: 0,
+    prefetchWasted: 0, prefetchWaits: 0, predictedCorrect: 0, predictedTotal: 0, predictedCount: 0, loadErrors: 0, parallelReads: 0,
   };
   private readonly layerStats: ExpertLayerStats[];
   /** Weights whose last read failed, with the error message (cleared by a later good read). */
@@ -300,7 +328,9 @@ export class ExpertStore implements ExpertSource {
     this.totalExpertBytes = refs.flat().reduce((s, r) => s + r.bytes, 0);
     this.budgetBytes = budget;
     this.prefetch = opts.prefetch ?? false;
-    this.verify = (opts.verify ?? true) && CRC !== null;
+    const v = opts.verify ?? 'changed';
+    this.verify = CRC === null || v === false || v === 'off' ? 'off' : v === true ? 'changed' : v;
+    this.parallelReads = opts.parallelReads ?? true;
     this.onChange = opts.onChange ?? null;
     this.maxExperts = Math.max(1, ...refs.map((r) => r.length));
     layers.forEach((l, i) => this.layerOf.set(l.layer, i));
@@ -388,8 +418,8 @@ export class ExpertStore implements ExpertSource {
         throw new ConfigError('expertMemory', typeof opts.budget === 'object' ? budget : opts.budget, `is ${budget} bytes, less than one expert (${largest} bytes; all experts total ${total})`);
       }
       const store = new ExpertStore(layers, refs, files, budget, opts);
-      if (store.verify) store.checksumAll();
-      if (store.prefetch) {
+      if (store.verify !== 'off') store.checksumAll();
+      if (store.prefetch || store.parallelReads) {
         store.worker = new Worker(WORKER_SOURCE, { eval: true });
         store.worker.unref();
       }
@@ -539,6 +569,7 @@ export class ExpertStore implements ExpertSource {
     const runGroup = (group: number[]): { ys: Tensor; r0: number; r1: number } => {
       const got: Entry[] = [];
       try {
+        if (this.worker && this.parallelReads) this.readAhead(li, group);
         for (const e of group) got.push(this.acquire(li, e));
         const r0 = offsets[group[0]], r1 = offsets[group[group.length - 1] + 1];
         const local = new Int32Array(group.length + 1);
@@ -621,8 +652,14 @@ export class ExpertStore implements ExpertSource {
       }
       if (ent.prefetched && !ent.used) this.counters.prefetchUseful++;
       ent.used = true;
-      this.counters.hits++;
-      stats.hits++;
+      if (ent.demand) {
+        ent.demand = false;
+        this.counters.misses++;
+        stats.misses++;
+      } else {
+        this.counters.hits++;
+        stats.hits++;
+      }
       this.cache.delete(k);
       this.cache.set(k, ent); // most recently used
       ent.pins++;
@@ -633,7 +670,7 @@ export class ExpertStore implements ExpertSource {
     stats.misses++;
     const ref = this.refs[li][e];
     this.makeRoom(ref.bytes, null);
-    ent = { ref, state: 'ready', slot: this.takeSlot(ref.bytes), weights: null, pending: null, pins: 1, prefetched: false, used: true };
+    ent = { ref, state: 'ready', slot: this.takeSlot(ref.bytes), weights: null, pending: null, pins: 1, prefetched: false, demand: false, used: true };
     this.cache.set(k, ent);
     this.resident += ref.bytes;
     try {
@@ -661,16 +698,19 @@ export class ExpertStore implements ExpertSource {
     }
     if (this.resident + bytes <= this.budgetBytes) return true;
     if (protect) return false; // a prefetch does not wait
-    // Only prefetches in flight are left to make room: wait for them (oldest first) and evict.
-    for (const [k, ent] of this.cache) {
-      if (this.resident + bytes <= this.budgetBytes) break;
-      if (ent.pins > 0 || ent.state !== 'loading') continue;
-      try {
-        this.waitPending(ent);
-      } catch {
-        /* a failed prefetch is simply dropped */
+    // Only worker reads in flight are left to make room: wait for them (oldest first, prefetches
+    // before the running layer's own reads) and evict.
+    for (const demand of [false, true]) {
+      for (const [k, ent] of this.cache) {
+        if (this.resident + bytes <= this.budgetBytes) break;
+        if (ent.pins > 0 || ent.state !== 'loading' || ent.demand !== demand) continue;
+        try {
+          this.waitPending(ent);
+        } catch {
+          /* a failed read is simply dropped */
+        }
+        this.evict(k, ent);
       }
-      this.evict(k, ent);
     }
     if (this.resident + bytes > this.budgetBytes) {
       throw new ConfigError('expertMemory', this.budgetBytes, `cannot hold ${bytes} more bytes: ${this.resident} bytes are pinned by the running layer`);
@@ -703,7 +743,7 @@ export class ExpertStore implements ExpertSource {
     }
     this.counters.bytesRead += got;
     if (got !== w.length) throw this.fail(new ExpertLoadError(w.name, w.file.path, `is truncated: the file ends ${w.length - got} bytes before the end of this tensor`));
-    if (this.verify && w.crc !== null) {
+    if (w.crc !== null && this.crcNeeded(w.file)) {
       const crc = CRC!(raw) >>> 0;
       if (crc !== w.crc) throw this.fail(new ExpertLoadError(w.name, w.file.path, `is corrupted: CRC-32 ${crc.toString(16)} differs from ${w.crc.toString(16)} taken when the store opened`));
     }
@@ -718,6 +758,18 @@ export class ExpertStore implements ExpertSource {
     }
     this.failures.delete(w.name);
     return new Tensor(out, w.shape);
+  }
+
+  /** Whether data just read from `file` must be checked against its CRC (call after the read). */
+  private crcNeeded(file: OpenFile): boolean {
+    if (this.verify === 'off') return false;
+    if (this.verify === 'always' || file.changed) return true;
+    try {
+      if (stampOf(file.fd) !== file.stamp) file.changed = true;
+    } catch {
+      file.changed = true;
+    }
+    return file.changed;
   }
 
   private fail(err: ExpertLoadError): ExpertLoadError {
@@ -786,16 +838,30 @@ export class ExpertStore implements ExpertSource {
     }
   }
 
-  private issue(k: number, ref: ExpertRef): void {
+  /** Several experts of this group missing: the worker reads all but the first while the main thread reads that one. */
+  private readAhead(li: number, group: number[]): void {
+    const missing = group.filter((e) => !this.cache.has(this.key(li, e)) && this.refs[li][e].inPlace);
+    if (missing.length < 2) return;
+    const protect = new Set(group.map((e) => this.key(li, e)));
+    for (const e of missing.slice(1)) {
+      const ref = this.refs[li][e];
+      if (!this.makeRoom(ref.bytes, protect)) break;
+      this.issue(this.key(li, e), ref, 'demand');
+      this.counters.parallelReads++;
+    }
+  }
+
+  private issue(k: number, ref: ExpertRef, kind: 'prefetch' | 'demand' = 'prefetch'): void {
     const slot = this.takeSlot(ref.bytes);
     const status = new Int32Array(new SharedArrayBuffer(16));
     // Each weight's stored bytes go to the end of its fp32 region (decoded in place when used).
     const reads = ref.weights.map((w, i) => ({ fd: w.file.fd, position: w.position, length: w.length, offset: ref.offsets[i] + 4 * w.shape[0] * w.shape[1] - w.length }));
-    const ent: Entry = { ref, state: 'loading', slot, weights: null, pending: { status }, pins: 0, prefetched: true, used: false };
+    const crc = this.verify === 'always' || (this.verify === 'changed' && ref.weights.some((w) => w.file.changed));
+    const ent: Entry = { ref, state: 'loading', slot, weights: null, pending: { status, crc }, pins: 0, prefetched: kind === 'prefetch', demand: kind === 'demand', used: false };
     this.cache.set(k, ent);
     this.resident += ref.bytes;
-    this.counters.prefetchIssued++;
-    this.worker!.postMessage({ slot, status: status.buffer, reads, crc: this.verify });
+    if (kind === 'prefetch') this.counters.prefetchIssued++;
+    this.worker!.postMessage({ slot, status: status.buffer, reads, crc });
     this.changed();
   }
 
@@ -818,8 +884,13 @@ export class ExpertStore implements ExpertSource {
     }
     ent.weights = ref.weights.map((w, i) => {
       this.counters.bytesRead += w.length;
-      const got = p.status[1 + i] >>> 0;
-      if (this.verify && w.crc !== null && got !== w.crc) {
+      let got = p.status[1 + i] >>> 0;
+      if (w.crc !== null && !p.crc && this.crcNeeded(w.file)) {
+        // The file changed after the worker was sent: check here, on the bytes as read.
+        const n = w.shape[0] * w.shape[1];
+        got = CRC!(new Uint8Array(ent.slot, ref.offsets[i] + 4 * n - w.length, w.length)) >>> 0;
+      }
+      if ((p.crc || this.crcNeeded(w.file)) && w.crc !== null && got !== w.crc) {
         throw this.fail(new ExpertLoadError(w.name, w.file.path, `is corrupted: CRC-32 ${got.toString(16)} differs from ${w.crc.toString(16)} taken when the store opened`));
       }
       const n = w.shape[0] * w.shape[1];

@@ -21,15 +21,19 @@ import { MoETransformerLM, type TransformerLMConfig } from '../nn/transformer.js
 import { CheckpointError, MODEL_FILE, resolveCheckpointDir, TRAINER_FILE } from '../train/checkpoint.js';
 import type { Tensor } from '../tensor/tensor.js';
 import type { ByteBudgetSpec } from './bytes.js';
-import { ExpertStore, type TensorLocation } from './expert-store.js';
+import { ExpertStore, type TensorLocation, type VerifyMode } from './expert-store.js';
 
 export interface LoadServingModelOptions {
   /** Expert memory budget ('200MB', 0.25, '25%', 'all'); null/undefined: every weight resident, no store. */
   expertMemory?: string | number | ByteBudgetSpec | null;
   /** Prefetch the next layer's experts (store only). */
   prefetch?: boolean;
-  /** Check model.safetensors against trainer.json's sha256 and CRC the expert weights (default true). */
-  verify?: boolean;
+  /**
+   * Integrity: check model.safetensors against trainer.json's sha256 at start-up, CRC the expert
+   * weights, and check reads as ExpertStore's `verify` says ('changed', the default, or 'always');
+   * false / 'off' skips all of it.
+   */
+  verify?: boolean | VerifyMode;
   /** Passed to the store (tests). */
   onStoreChange?(store: ExpertStore): void;
 }
@@ -103,7 +107,7 @@ export async function loadServingModel(path: string, opts: LoadServingModelOptio
   const run = findRunConfig(doc.trainer?.config);
   if (!run) throw new CheckpointError(trainerPath, 'is not a language-model checkpoint written by switchyard train/demo (no run spec and tokenizer)');
   const verify = opts.verify ?? true;
-  if (verify) {
+  if (verify !== false && verify !== 'off') {
     const want = doc.files?.[MODEL_FILE];
     let got;
     try {
