@@ -41,20 +41,14 @@ function headView(layout: 'bhtd' | 'bthd', B: number, H: number, T: number, D: n
   return { offs, ld: layout === 'bhtd' ? D : H * D };
 }
 
-/** One GEMM task per (batch, head): C_i (+)= op(A_i)·op(B_i) with explicit leading dimensions. */
+/** One GEMM task per (batch, head): C_i = op(A_i)·op(B_i) with explicit leading dimensions. */
 function headGemm(
   a: Float32Array, aOffs: readonly number[], lda: number, ta: boolean,
   b: Float32Array, bOffs: readonly number[], ldb: number, tb: boolean,
   c: Float32Array, cOffs: readonly number[], ldc: number,
   m: number, n: number, k: number,
 ): void {
-  const tasks = cOffs.length;
-  const params = new Int32Array(tasks * GEMM_PARAMS);
-  const flags = (ta ? GEMM_TRANS_A : 0) | (tb ? GEMM_TRANS_B : 0);
-  for (let t = 0; t < tasks; t++) {
-    params.set([0, aOffs[t], lda, 1, bOffs[t], ldb, 2, cOffs[t], ldc, m, n, k, flags], t * GEMM_PARAMS);
-  }
-  be().gemm([a, b, c], params);
+  headGemmAcc(a, aOffs, lda, ta, b, bOffs, ldb, tb, c, cOffs, ldc, m, n, k, false);
 }
 
 /**
@@ -171,7 +165,7 @@ export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, opts?
   });
 }
 
-/** headGemm with optional accumulation into C. */
+/** headGemm with optional accumulation into C (C_i += op(A_i)·op(B_i)). */
 function headGemmAcc(
   a: Float32Array, aOffs: readonly number[], lda: number, ta: boolean,
   b: Float32Array, bOffs: readonly number[], ldb: number, tb: boolean,
