@@ -301,4 +301,3 @@ export async function createServer(served: ServingModel, opts: ServerOptions = {
   };
 }
 
-export { RequestCounter };
