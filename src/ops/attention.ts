@@ -102,7 +102,8 @@ export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, opts?
     for (let bh = 0; bh < BH; bh++) {
       for (let i = 0; i < Tq; i++) {
         const row = sOffs[bh] + i * Tk;
-        for (let j = Math.max(0, i + shift + 1); j < Tk; j++) S[row + j] = -Infinity;
+        const first = Math.max(0, i + shift + 1);
+        if (first < Tk) S.fill(-Infinity, row + first, row + Tk);
       }
     }
   }
