@@ -107,7 +107,9 @@ export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, opts?
       }
     }
   }
-  const P = new Float32Array(S.length);
+  // softmax writes every element of P, so a pooled buffer is safe; it returns to the pool once
+  // the backward (or, without a graph, the output product) no longer needs it.
+  const P = acquireScratch(S.length);
   be().softmax(S, BH * Tq, Tk, false, P);
   releaseScratch(S);
   if (causal && shift < 0) {
@@ -121,7 +123,7 @@ export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, opts?
   headGemm(P, sOffs, Tk, false, vd, vOffs, kvV.ld, false, O, ov.offs, ov.ld, Tq, Dv, Tk);
   const outShape = layout === 'bhtd' ? [B, H, Tq, Dv] : [B, Tq, H, Dv];
 
-  return record('scaledDotProductAttention', [q, k, v], new Tensor(O, outShape), (g) => {
+  const out = record('scaledDotProductAttention', [q, k, v], new Tensor(O, outShape), (g) => {
     const dO = g.f32;
     let dq: Tensor | null = null, dk: Tensor | null = null, dv: Tensor | null = null;
     // With grouped heads several query heads write the same dK/dV head: run one GEMM call per
@@ -162,8 +164,11 @@ export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, opts?
       }
       releaseScratch(dP, dS);
     }
+    releaseScratch(P);
     return [dq, dk, dv];
   });
+  if (!out.gradNode) releaseScratch(P);
+  return out;
 }
 
 /** headGemm with optional accumulation into C (C_i += op(A_i)·op(B_i)). */
