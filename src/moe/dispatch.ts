@@ -56,7 +56,9 @@ export function tokenChoicePlan(experts: Int32Array, k: number, priority: Float3
   const cap = opts.capacityFactor === null ? null : capacityPerExpert(opts.capacityFactor, scope, k, E);
   const keep = new Uint8Array(tokens * k);
   const counts = new Int32Array(E);
-  // Fill order per scope.
+  // Kept assignments in fill order, so the block layout below needs no second sweep or sort.
+  const kept = new Int32Array(tokens * k);
+  let numKept = 0;
   const order = new Int32Array(scope);
   const used = new Int32Array(E);
   let dropped = 0;
@@ -71,11 +73,12 @@ export function tokenChoicePlan(experts: Int32Array, k: number, priority: Float3
     used.fill(0);
     for (let j = 0; j < k; j++) {
       for (let i = 0; i < n; i++) {
-        const t = order[i];
-        const e = experts[t * k + j];
+        const a = order[i] * k + j;
+        const e = experts[a];
         if (cap === null || used[e] < cap) {
           used[e]++;
-          keep[t * k + j] = 1;
+          keep[a] = 1;
+          kept[numKept++] = a;
         } else dropped++;
       }
     }
@@ -83,29 +86,14 @@ export function tokenChoicePlan(experts: Int32Array, k: number, priority: Float3
   }
   const expertOffsets = new Int32Array(E + 1);
   for (let e = 0; e < E; e++) expertOffsets[e + 1] = expertOffsets[e] + counts[e];
-  const total = expertOffsets[E];
-  const tokenIndex = new Int32Array(total);
-  const weightIndex = new Int32Array(total);
+  const tokenIndex = new Int32Array(numKept);
+  const weightIndex = new Int32Array(numKept);
   const cursor = expertOffsets.slice(0, E);
-  // Second sweep in the same fill order so blocks list rows in fill order (deterministic).
-  for (let s0 = 0; s0 < tokens; s0 += scope) {
-    const n = Math.min(scope, tokens - s0);
-    for (let i = 0; i < n; i++) order[i] = s0 + i;
-    if (opts.dropPolicy === 'score' && priority) {
-      const sub = Array.from(order.subarray(0, n));
-      sub.sort((a, b) => priority[b] - priority[a] || a - b);
-      order.set(sub);
-    }
-    for (let j = 0; j < k; j++) {
-      for (let i = 0; i < n; i++) {
-        const t = order[i];
-        const a = t * k + j;
-        if (!keep[a]) continue;
-        const p = cursor[experts[a]]++;
-        tokenIndex[p] = t;
-        weightIndex[p] = a;
-      }
-    }
+  for (let i = 0; i < numKept; i++) {
+    const a = kept[i];
+    const p = cursor[experts[a]]++;
+    tokenIndex[p] = Math.floor(a / k);
+    weightIndex[p] = a;
   }
   let droppedTokens = 0;
   if (dropped > 0) {

@@ -164,26 +164,14 @@ export async function loadLanguageModel(path: string): Promise<LoadedLanguageMod
   } catch {
     ckpt = await loadCheckpoint(path, { fallback: true });
   }
-  const cfg = ckpt.trainer.config as { extra?: unknown; spec?: LMRunSpec; tokenizer?: unknown } | undefined;
-  const run = findRunConfig(cfg);
-  if (!run) throw new ConfigError('checkpoint', path, 'is not a language-model checkpoint written by switchyard train/demo (no run spec and tokenizer in trainer.json)');
+  // trainLanguageModel passes { spec, tokenizer } as the Trainer's extra config.
+  const run = (ckpt.trainer.config as { extra?: { spec?: LMRunSpec; tokenizer?: unknown } } | undefined)?.extra;
+  if (!run?.spec || !run.tokenizer) throw new ConfigError('checkpoint', path, 'is not a language-model checkpoint written by switchyard train/demo (no run spec and tokenizer in trainer.json)');
   const tokenizer = tokenizerFromJSON(run.tokenizer);
   const model = new MoETransformerLM({ ...run.spec.model, vocabSize: tokenizer.vocabSize });
   model.loadStateDict(ckpt.model);
   model.eval();
   return { model, tokenizer, spec: run.spec, step: ckpt.step, log: ckpt.trainer.log };
-}
-
-/** The trainer stores our config somewhere in its own config record: find { spec, tokenizer }. */
-function findRunConfig(cfg: unknown, depth = 0): { spec: LMRunSpec; tokenizer: unknown } | null {
-  if (!cfg || typeof cfg !== 'object' || depth > 4) return null;
-  const o = cfg as Record<string, unknown>;
-  if (o.spec && o.tokenizer) return { spec: o.spec as LMRunSpec, tokenizer: o.tokenizer };
-  for (const v of Object.values(o)) {
-    const found = findRunConfig(v, depth + 1);
-    if (found) return found;
-  }
-  return null;
 }
 
 /** Write a JSON file atomically (small helper for CLI outputs). */
