@@ -12,7 +12,7 @@ import { GEMM_ACCUMULATE, GEMM_TRANS_A, GEMM_TRANS_B } from '../backend/interfac
 import { ShapeError } from '../errors.js';
 import { acquireScratch, releaseScratch } from '../backend/scratch.js';
 import { be, requireFloat } from '../ops/util.js';
-import { record } from '../tensor/autodiff.js';
+import { leafGradSink, record } from '../tensor/autodiff.js';
 import { Tensor } from '../tensor/tensor.js';
 
 /** Per-expert weights in PyTorch Linear layout: w1, w3 [dFF, dModel]; w2 [dModel, dFF]. */
@@ -108,16 +108,29 @@ export function groupedExpertFFN(xs: Tensor, offsets: Int32Array, weights: Exper
   const inputs = [xs, ...weights.w1, ...w3, ...weights.w2];
   const out = record('groupedExpertFFN', inputs, new Tensor(y, [N, d]), (g) => {
     const dy = g.f32;
-    const wantW = weights.w1.some((w) => w.requiresGrad) || weights.w2.some((w) => w.requiresGrad) || w3.some((w) => w.requiresGrad);
+    // Weight gradients are written straight into each leaf's .grad (accumulating into a live one,
+    // overwriting a recycled one) when the tape allows it: no per-step allocation of E·3 matrices.
+    type WeightGrad = { data: Float32Array; flags: number; sunk: boolean } | null;
+    const weightGrad = (w: Tensor): WeightGrad => {
+      if (!w.requiresGrad) return null;
+      const sink = leafGradSink(w);
+      if (sink) return { data: sink.data, flags: sink.accumulate ? GEMM_ACCUMULATE : 0, sunk: true };
+      return { data: new Float32Array(w.size), flags: 0, sunk: false };
+    };
+    const dW2 = weights.w2.map(weightGrad);
     // 1) dHidden = dY_e · W2_e ; dW2_e = dY_eᵀ · Hidden_e
     const dHidden = acquireScratch(N * dFF);
-    const dW2 = wantW ? weights.w2.map(() => new Float32Array(d * dFF)) : [];
     const t1 = new GemmTasks();
+    // An expert with no rows: an overwritten gradient must still become zeros (a k = 0 task
+    // writes zeros); an accumulated or freshly allocated one needs nothing.
+    const weightTask = (t: GemmTasks, a: Float32Array, aOff: number, lda: number, b: Float32Array, bOff: number, ldb: number, wg: WeightGrad, ldc: number, rows: number, cols: number, m: number): void => {
+      if (!wg || (m === 0 && (wg.flags !== 0 || !wg.sunk))) return;
+      t.add(a, aOff, lda, b, bOff, ldb, wg.data, 0, ldc, rows, cols, m, GEMM_TRANS_A | wg.flags);
+    };
     for (let e = 0; e < E; e++) {
       const r0 = offsets[e], m = offsets[e + 1] - r0;
-      if (m === 0) continue;
-      t1.add(dy, r0 * d, d, weights.w2[e].f32, 0, dFF, dHidden, r0 * dFF, dFF, m, dFF, d, 0);
-      if (wantW) t1.add(dy, r0 * d, d, hidden, r0 * dFF, dFF, dW2[e], 0, dFF, d, dFF, m, GEMM_TRANS_A);
+      if (m > 0) t1.add(dy, r0 * d, d, weights.w2[e].f32, 0, dFF, dHidden, r0 * dFF, dFF, m, dFF, d, 0);
+      weightTask(t1, dy, r0 * d, d, hidden, r0 * dFF, dFF, dW2[e], dFF, d, dFF, m);
     }
     t1.run();
     // 2) through the activation
@@ -127,26 +140,28 @@ export function groupedExpertFFN(xs: Tensor, offsets: Int32Array, weights: Exper
     else be().unaryGrad(act, h1, hidden, dHidden, dH1);
     // 3) dX = dH1_e · W1_e (+ dH3_e · W3_e); dW1_e = dH1_eᵀ · X_e; dW3_e = dH3_eᵀ · X_e
     const dx = xs.requiresGrad ? new Float32Array(N * d) : null;
-    const dW1 = wantW ? weights.w1.map(() => new Float32Array(dFF * d)) : [];
-    const dW3 = wantW && weights.w3 ? weights.w3.map(() => new Float32Array(dFF * d)) : [];
+    const dW1 = weights.w1.map(weightGrad);
+    const dW3 = weights.w3 ? weights.w3.map(weightGrad) : [];
     const t2 = new GemmTasks();
     const t3 = new GemmTasks();
     for (let e = 0; e < E; e++) {
       const r0 = offsets[e], m = offsets[e + 1] - r0;
-      if (m === 0) continue;
-      if (dx) t2.add(dH1, r0 * dFF, dFF, weights.w1[e].f32, 0, d, dx, r0 * d, d, m, d, dFF, 0);
-      if (wantW) t2.add(dH1, r0 * dFF, dFF, x, r0 * d, d, dW1[e], 0, d, dFF, d, m, GEMM_TRANS_A);
+      if (dx && m > 0) t2.add(dH1, r0 * dFF, dFF, weights.w1[e].f32, 0, d, dx, r0 * d, d, m, d, dFF, 0);
+      weightTask(t2, dH1, r0 * dFF, dFF, x, r0 * d, d, dW1[e], d, dFF, d, m);
       if (dH3 && weights.w3) {
-        if (dx) t3.add(dH3, r0 * dFF, dFF, weights.w3[e].f32, 0, d, dx, r0 * d, d, m, d, dFF, GEMM_ACCUMULATE);
-        if (wantW) t2.add(dH3, r0 * dFF, dFF, x, r0 * d, d, dW3[e], 0, d, dFF, d, m, GEMM_TRANS_A);
+        if (dx && m > 0) t3.add(dH3, r0 * dFF, dFF, weights.w3[e].f32, 0, d, dx, r0 * d, d, m, d, dFF, GEMM_ACCUMULATE);
+        weightTask(t2, dH3, r0 * dFF, dFF, x, r0 * d, d, dW3[e], d, dFF, d, m);
       }
     }
     t2.run();
     t3.run(); // accumulates into dx regions that t2 wrote: must run after it
     releaseScratch(dHidden, dH1, dH3, h1, h3, hidden);
     const grads: (Tensor | null)[] = [dx ? new Tensor(dx, [N, d]) : null];
-    const wrap = (list: Float32Array[], src: readonly Tensor[]): (Tensor | null)[] =>
-      src.map((w, e) => (wantW && w.requiresGrad ? new Tensor(list[e], w.shape) : null));
+    const wrap = (list: WeightGrad[], src: readonly Tensor[]): (Tensor | null)[] =>
+      src.map((w, e) => {
+        const wg = list[e];
+        return wg && !wg.sunk ? new Tensor(wg.data, w.shape) : null;
+      });
     grads.push(...wrap(dW1, weights.w1), ...wrap(dW3, w3), ...wrap(dW2, weights.w2));
     return grads;
   });

@@ -3,6 +3,7 @@
  * registered by name, giving dotted state-dict names (`experts.3.w1.weight`).
  */
 import { ShapeError, StateDictError } from '../errors.js';
+import { recycleGrad } from '../tensor/autodiff.js';
 import { shapesEqual } from '../tensor/shape.js';
 import { Tensor } from '../tensor/tensor.js';
 
@@ -92,9 +93,9 @@ export class Module {
     return this.train(false);
   }
 
-  /** Reset every parameter's .grad to null. */
+  /** Reset every parameter's .grad to null, keeping the buffers for the next backward (recycleGrad). */
   zeroGrad(): void {
-    for (const p of this.parameters()) p.grad = null;
+    for (const p of this.parameters()) recycleGrad(p);
   }
 
   /** Parameters and buffers by dotted name (tensors are shared, not copied). */

@@ -4,7 +4,7 @@
  * update and checkpoints as a plain object of Float32Arrays and numbers keyed by parameter index.
  */
 import { DTypeError, ShapeError, ValueError } from '../errors.js';
-import { noGrad } from '../tensor/autodiff.js';
+import { noGrad, recycleGrad } from '../tensor/autodiff.js';
 import { Tensor } from '../tensor/tensor.js';
 
 /** Hyperparameters every param group carries. */
@@ -145,11 +145,14 @@ export abstract class Optimizer<H extends GroupHyperparams, S extends ParamState
     });
   }
 
-  /** Reset gradients: set to null (default, as torch ≥ 2.0) or, with setToNone false, fill with zeros. */
+  /**
+   * Reset gradients: set to null (default, as torch ≥ 2.0; the buffers are kept for the next
+   * backward, see recycleGrad) or, with setToNone false, fill with zeros.
+   */
   zeroGrad(setToNone = true): void {
     for (const group of this.paramGroups) {
       for (const p of group.params) {
-        if (setToNone) p.grad = null;
+        if (setToNone) recycleGrad(p);
         else if (p.grad) p.grad.f32.fill(0);
       }
     }

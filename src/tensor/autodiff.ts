@@ -5,7 +5,8 @@
  */
 import { AnomalyError, GradError } from '../errors.js';
 import { shapesEqual } from './shape.js';
-import type { Tensor } from './tensor.js';
+// Value import is circular with tensor.ts but only used at call time.
+import { Tensor } from './tensor.js';
 
 /** A backward rule: given dL/d(output), return dL/d(input_i) for each input (null where not needed). */
 export type BackwardRule = (gradOutput: Tensor) => ReadonlyArray<Tensor | null | undefined>;
@@ -88,6 +89,39 @@ export function record(op: string, inputs: readonly Tensor[], out: Tensor, backw
   out.requiresGrad = true;
   out.gradNode = { op, inputs, backward };
   return out;
+}
+
+// Gradient buffers handed back by zeroGrad (recycleGrad), reused by the next backward's fused
+// rules instead of allocating (and zero-filling, and page-faulting) fresh ones every step: at 64
+// experts the expert weight gradients alone are ~200 MB per step.
+const spareGrads = new WeakMap<Tensor, Float32Array>();
+
+/**
+ * Reset a leaf's gradient to null (like PyTorch's zero_grad(set_to_none=True)) but keep its buffer
+ * for reuse by the next backward. A gradient tensor read before the reset must be cloned if it is
+ * to be kept: its buffer is overwritten by a later backward.
+ */
+export function recycleGrad(t: Tensor): void {
+  const g = t.grad;
+  t.grad = null;
+  if (g && g.data instanceof Float32Array && g.size === t.size) spareGrads.set(t, g.data);
+}
+
+/**
+ * Where a fused backward rule may write a leaf's gradient directly (and return null for it):
+ * its live `.grad` to accumulate into (`accumulate: true`), or else a recycled or new buffer,
+ * already installed as `.grad`, to overwrite (`accumulate: false`, contents undefined).
+ * Null when `t` is not a leaf that requires grad, or in anomaly mode (whose per-gradient checks
+ * need the gradient returned); the rule then returns the gradient as usual.
+ */
+export function leafGradSink(t: Tensor): { data: Float32Array; accumulate: boolean } | null {
+  if (!t.requiresGrad || t.gradNode || anomalyMode || t.dtype !== 'float32') return null;
+  if (t.grad) return { data: t.grad.data as Float32Array, accumulate: true };
+  const spare = spareGrads.get(t);
+  spareGrads.delete(t);
+  const data = spare ?? new Float32Array(t.size);
+  t.grad = new Tensor(data, t.shape);
+  return { data, accumulate: false };
 }
 
 /** Reverse topological order of the graph below root (iterative: deep graphs must not overflow). */
