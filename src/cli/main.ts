@@ -9,6 +9,7 @@ import { demoCommand } from './demo.js';
 import { evalCommand } from './eval.js';
 import { infoCommand } from './info.js';
 import { inspectCommand } from './inspect.js';
+import { playgroundCommand } from './playground.js';
 import { importCommand } from './import.js';
 import { sampleCommand } from './sample.js';
 import { serveCommand } from './serve.js';
@@ -25,7 +26,7 @@ export function buildProgram(): Command {
     .description('Switchyard: Mixture-of-Experts for TypeScript. Build, train, inspect and serve sparse MoE models.')
     .version(pkg.version)
     .showSuggestionAfterError(false);
-  for (const cmd of [demoCommand(), trainCommand(), evalCommand(), sampleCommand(), inspectCommand(), importCommand(), compareCommand(), benchCommand(), infoCommand(), serveCommand()]) {
+  for (const cmd of [demoCommand(), trainCommand(), evalCommand(), sampleCommand(), inspectCommand(), importCommand(), compareCommand(), benchCommand(), infoCommand(), serveCommand(), playgroundCommand()]) {
     program.addCommand(cmd);
   }
   // Errors become one line on stderr and a non-zero exit, never a stack trace.
