@@ -12,3 +12,5 @@ export * from './train/index.js';
 export * from './data/index.js';
 export * from './report/index.js';
 export * from './serve/index.js';
+export * from './lora/index.js';
+export * from './remote/index.js';

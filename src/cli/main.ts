@@ -7,6 +7,7 @@ import { errorLine } from './common.js';
 import { compareCommand } from './compare.js';
 import { demoCommand } from './demo.js';
 import { evalCommand } from './eval.js';
+import { expertServerCommand } from './expert-server.js';
 import { infoCommand } from './info.js';
 import { inspectCommand } from './inspect.js';
 import { playgroundCommand } from './playground.js';
@@ -26,7 +27,7 @@ export function buildProgram(): Command {
     .description('Switchyard: Mixture-of-Experts for TypeScript. Build, train, inspect and serve sparse MoE models.')
     .version(pkg.version)
     .showSuggestionAfterError(false);
-  for (const cmd of [demoCommand(), trainCommand(), evalCommand(), sampleCommand(), inspectCommand(), importCommand(), compareCommand(), benchCommand(), infoCommand(), serveCommand(), playgroundCommand()]) {
+  for (const cmd of [demoCommand(), trainCommand(), evalCommand(), sampleCommand(), inspectCommand(), importCommand(), compareCommand(), benchCommand(), infoCommand(), serveCommand(), expertServerCommand(), playgroundCommand()]) {
     program.addCommand(cmd);
   }
   // Errors become one line on stderr and a non-zero exit, never a stack trace.

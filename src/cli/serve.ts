@@ -4,6 +4,8 @@ import { basename, resolve } from 'node:path';
 import { formatBytes, parseByteBudget } from '../serve/bytes.js';
 import { loadServingModel } from '../serve/model-loader.js';
 import { createServer } from '../serve/server.js';
+import { RemoteExperts } from '../remote/remote-experts.js';
+import { defaultModelId } from '../remote/spec.js';
 import { intOption } from './common.js';
 
 function sizeOption(flag: string): (v: string) => number {
@@ -48,14 +50,52 @@ export function serveCommand(): Command {
     }, 'error')
     .option('--max-tokens <n>', 'max_tokens of a request that gives none', intOption('--max-tokens'), 128)
     .option('--model-name <name>', 'the `model` reported in responses (default: the folder name)')
-    .action(async (path: string, o: { port: number; host: string; expertMemory?: string; prefetch?: boolean; verify: 'changed' | 'always' | 'off'; maxQueue: number; maxBody: number; context: 'error' | 'truncate'; maxTokens: number; modelName?: string }) => {
+    .option('--remote-experts <nats-url>', 'run the routed experts in `switchyard expert-server` processes reached through this NATS server (comma-separated URLs for a cluster)')
+    .option('--model-id <id>', "with --remote-experts: the id the expert servers registered (default: from the checkpoint's sha256, or the folder name)")
+    .option('--remote-timeout <ms>', 'with --remote-experts: per-request timeout; a request that times out or fails is retried once on another replica', intOption('--remote-timeout'), 2000)
+    .option('--on-expert-failure <policy>', "with --remote-experts, when no replica answers: 'fail' (the request fails naming the layer and expert) or 'drop' (that expert's contribution is dropped for those tokens, as capacity dropping does, and counted)", (v: string) => {
+      if (v !== 'fail' && v !== 'drop') throw new InvalidArgumentError(`--on-expert-failure must be 'fail' or 'drop', got ${JSON.stringify(v)}`);
+      return v;
+    }, 'fail')
+    .option('--local-experts <spec>', "with --remote-experts: experts to run in this process instead ('1:0-3,2:*'; read on demand within --expert-memory)")
+    .action(async (path: string, o: { port: number; host: string; expertMemory?: string; prefetch?: boolean; verify: 'changed' | 'always' | 'off'; maxQueue: number; maxBody: number; context: 'error' | 'truncate'; maxTokens: number; modelName?: string; remoteExperts?: string; modelId?: string; remoteTimeout: number; onExpertFailure: 'fail' | 'drop'; localExperts?: string }) => {
       if (o.prefetch && !o.expertMemory) throw new InvalidArgumentError('--prefetch needs --expert-memory');
-      const served = await loadServingModel(path, { expertMemory: o.expertMemory ?? null, prefetch: !!o.prefetch, verify: o.verify });
+      if (!o.remoteExperts && (o.localExperts || o.modelId)) throw new InvalidArgumentError(`${o.localExperts ? '--local-experts' : '--model-id'} needs --remote-experts`);
+      // With remote experts the model is built with its experts deferred (an expert store that
+      // only ever reads --local-experts), and RemoteExperts takes the layers over.
+      const served = await loadServingModel(path, { expertMemory: o.expertMemory ?? (o.remoteExperts ? 'all' : null), prefetch: !!o.prefetch, verify: o.verify });
+      let remote: RemoteExperts | null = null;
+      if (o.remoteExperts) {
+        try {
+          remote = await RemoteExperts.connect(served.model, {
+            servers: o.remoteExperts.split(',').map((s) => s.trim()).filter(Boolean),
+            modelId: o.modelId ?? defaultModelId(served.source),
+            timeoutMs: o.remoteTimeout,
+            onFailure: o.onExpertFailure,
+            local: o.localExperts,
+            localSource: served.store ?? undefined,
+          });
+        } catch (e) {
+          await served.close();
+          throw e;
+        }
+        remote.attach();
+        const found = await remote.discover();
+        if (found.missing.length) process.stderr.write(`switchyard serve: warning: ${found.missing.length} remote expert(s) have no expert server yet (${found.missing.slice(0, 6).join(', ')}${found.missing.length > 6 ? ', ...' : ''}); requests needing them fail until one starts\n`);
+        const close = served.close;
+        const r = remote;
+        served.close = async () => {
+          await r.close();
+          await close();
+        };
+      }
       const name = o.modelName ?? basename(resolve(path));
       const server = await createServer(served, { modelName: name, maxQueue: o.maxQueue, maxBodyBytes: o.maxBody, context: o.context, defaultMaxTokens: o.maxTokens });
       const url = await server.listen(o.port, o.host);
       const s = served.store?.stats();
-      const experts = s ? `experts on disk, cache ${formatBytes(s.budgetBytes)} of ${formatBytes(s.totalExpertBytes)}${served.store!.prefetch ? ', prefetch on' : ''}` : 'all weights resident';
+      const experts = remote
+        ? `experts on expert servers (model id ${remote.modelId}) via ${o.remoteExperts}${o.localExperts ? `, local ${o.localExperts}` : ''}, on failure ${remote.onFailure}`
+        : s ? `experts on disk, cache ${formatBytes(s.budgetBytes)} of ${formatBytes(s.totalExpertBytes)}${served.store!.prefetch ? ', prefetch on' : ''}` : 'all weights resident';
       process.stdout.write(`switchyard serve: ${name} (${served.source.kind}, context ${served.contextLength}, ${experts}) listening on ${url}\n`);
       let stopping = false;
       const stop = (signal: string): void => {

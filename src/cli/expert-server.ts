@@ -1,0 +1,77 @@
+/** `switchyard expert-server`: host some of a model's experts for routers elsewhere, over NATS (expert parallelism). */
+import { Command, InvalidArgumentError } from 'commander';
+import { noGrad } from '../tensor/autodiff.js';
+import { Tensor } from '../tensor/tensor.js';
+import { parseByteBudget } from '../serve/bytes.js';
+import { loadServingModel } from '../serve/model-loader.js';
+import { ExpertServer } from '../remote/expert-server.js';
+import { defaultModelId, expertCount, formatExpertSet, moeLayerIndex, parseExpertSpec } from '../remote/spec.js';
+import { intOption } from './common.js';
+
+export function expertServerCommand(): Command {
+  return new Command('expert-server')
+    .description('serve some of a model\'s routed experts over NATS for `switchyard serve --remote-experts` (replicas of an expert share its load)')
+    .requiredOption('--checkpoint <ckpt>', 'run directory (or its checkpoints/ or a step directory), a Hugging Face MoE folder, or a folder from `switchyard import --out`')
+    .requiredOption('--experts <spec>', "experts to host: 'all', or '<layer>:<ids>' items such as '1:0-3,2:*' or '*:0-3' (layer = model layer index; an item without '<layer>:' continues the previous layer)")
+    .requiredOption('--nats <url>', 'NATS server URL, e.g. nats://127.0.0.1:4222 (comma-separated for a cluster)')
+    .option('--model-id <id>', "id routers address this model by (default: from the checkpoint's sha256, or the folder name)")
+    .option('--expert-memory <size>', "cap on the memory for the hosted experts' weights (default: all of them stay resident once read)", (v: string) => {
+      try {
+        parseByteBudget(v, '--expert-memory');
+      } catch (e) {
+        throw new InvalidArgumentError((e as Error).message);
+      }
+      return v;
+    })
+    .option('--max-rows <n>', 'largest number of token rows accepted in one request', intOption('--max-rows'), 65536)
+    .option('--verify <mode>', "integrity of expert reads: 'changed', 'always' or 'off' (as for serve)", (v: string) => {
+      if (v !== 'changed' && v !== 'always' && v !== 'off') throw new InvalidArgumentError(`--verify must be 'changed', 'always' or 'off', got ${JSON.stringify(v)}`);
+      return v;
+    }, 'changed')
+    .action(async (o: { checkpoint: string; experts: string; nats: string; modelId?: string; expertMemory?: string; maxRows: number; verify: 'changed' | 'always' | 'off' }) => {
+      // Experts through the on-demand store: only the hosted ones are ever read.
+      const served = await loadServingModel(o.checkpoint, { expertMemory: o.expertMemory ?? 'all', verify: o.verify });
+      const layers = moeLayerIndex(served.model);
+      const sizes = new Map([...layers].map(([l, i]) => [i, l.config.numExperts]));
+      let experts;
+      try {
+        experts = parseExpertSpec(o.experts, sizes, '--experts');
+      } catch (e) {
+        await served.close();
+        throw new InvalidArgumentError((e as Error).message);
+      }
+      // Read the hosted experts now (one zero row each), so the first requests do not wait on disk.
+      const byIndex = new Map([...layers].map(([l, i]) => [i, l]));
+      noGrad(() => {
+        for (const [li, set] of experts) {
+          const layer = byIndex.get(li)!;
+          const d = layer.config.dModel, E = layer.config.numExperts;
+          for (const e of set) {
+            const offsets = new Int32Array(E + 1);
+            for (let i = e + 1; i <= E; i++) offsets[i] = 1;
+            const x = new Tensor(new Float32Array(d), [1, d]);
+            served.store!.runExperts(layer, x, offsets, x);
+          }
+        }
+      });
+      const modelId = o.modelId ?? defaultModelId(served.source);
+      const servers = o.nats.split(',').map((s) => s.trim()).filter(Boolean);
+      const server = await ExpertServer.start(served.model, { servers, modelId, experts, source: served.store, limits: { maxRows: o.maxRows } });
+      process.stdout.write(`switchyard expert-server: instance ${server.id} serving ${expertCount(experts)} experts (${formatExpertSet(experts)}) of model ${modelId} on ${servers.join(',')}\n`);
+      let stopping = false;
+      const stop = (signal: string): void => {
+        if (stopping) return;
+        stopping = true;
+        process.stdout.write(`switchyard expert-server: ${signal}: stopping\n`);
+        server.stop().then(
+          async () => {
+            await served.close();
+            process.exit(0);
+          },
+          () => process.exit(1),
+        );
+      };
+      process.on('SIGTERM', () => stop('SIGTERM'));
+      process.on('SIGINT', () => stop('SIGINT'));
+    });
+}

@@ -1,0 +1,270 @@
+/**
+ * The router's NATS side, in a worker thread: MoELayer.forward is synchronous, so RemoteExperts
+ * (main thread) writes a layer's rows to shared memory, posts one `run` message and blocks in
+ * Atomics.wait while this thread sends every expert's block as one request, all in parallel,
+ * writes the replies into the shared output, posts a summary on the sync port and wakes it.
+ *
+ * Replica choice: service discovery ($SRV.INFO) lists each server instance and the experts it
+ * hosts. A request goes to one replica's own (direct) subject, replicas taken in turn; on a
+ * timeout or error the replica is set aside and the request is retried once on another one.
+ * With no other replica known, the retry goes to the expert's queue-group subject, which any
+ * live replica answers, including one started since the last discovery (so it may reach the
+ * same replica if it is the only one). Discovery repeats in the background.
+ */
+import { parentPort, workerData, type MessagePort } from 'node:worker_threads';
+import { connect, ErrorCode, NatsError, RequestStrategy, ServiceError, type Msg, type NatsConnection } from 'nats';
+import { decodeMessage, encodeMessage, HEADER_BYTES, KIND_FORWARD, KIND_REPLY, type ProtocolLimits } from './protocol.js';
+import { directSubject, expertSubject, SERVICE_NAME } from './spec.js';
+
+/** What the main thread passes at start. */
+export interface WorkerInit {
+  servers: string[];
+  modelId: string;
+  timeoutMs: number;
+  discoveryIntervalMs: number;
+  discoveryWaitMs: number;
+  name: string;
+  syncPort: MessagePort;
+}
+
+/** One expert block of a run: rows row0 .. row0+rows-1 of the shared input. */
+export interface RunTask {
+  expert: number;
+  row0: number;
+  rows: number;
+}
+
+/** A layer's remote experts, sent by the main thread. */
+export interface RunMessage {
+  type: 'run';
+  id: number;
+  layer: number;
+  cols: number;
+  tasks: RunTask[];
+  input: SharedArrayBuffer;
+  output: SharedArrayBuffer;
+  signal: SharedArrayBuffer;
+}
+
+/** Per task outcome: null when answered, else why both attempts failed. */
+export interface RunResult {
+  id: number;
+  failures: Array<{ expert: number; reason: string } | null>;
+  requests: number;
+  retries: number;
+  timeouts: number;
+  bytesSent: number;
+  bytesReceived: number;
+}
+
+/** A server instance as discovery saw it. */
+export interface InstanceInfo {
+  id: string;
+  direct: string;
+  /** "layer:expert" keys it hosts. */
+  experts: string[];
+  metadata: Record<string, string>;
+}
+
+const init = workerData as WorkerInit;
+const port = parentPort!;
+let nc: NatsConnection;
+let requestId = 0;
+/** "layer:expert" → instances hosting it. */
+let table = new Map<string, InstanceInfo[]>();
+let instances: InstanceInfo[] = [];
+/** Instances set aside after a failure, until the time given (or until discovery drops them). */
+const suspect = new Map<string, number>();
+const turn = new Map<string, number>();
+let closed = false;
+
+async function discover(): Promise<InstanceInfo[]> {
+  const found: InstanceInfo[] = [];
+  const it = await nc.services.client({ strategy: RequestStrategy.Timer, maxWait: init.discoveryWaitMs }).info(SERVICE_NAME);
+  for await (const info of it) {
+    const md = info.metadata ?? {};
+    if (md.model !== init.modelId) continue;
+    const direct = directSubject(init.modelId, info.id);
+    const experts: string[] = [];
+    for (const ep of info.endpoints ?? []) {
+      const m = ep.metadata;
+      if (m && m.layer !== undefined && m.expert !== undefined) experts.push(`${m.layer}:${m.expert}`);
+    }
+    found.push({ id: info.id, direct, experts, metadata: md });
+  }
+  const next = new Map<string, InstanceInfo[]>();
+  for (const inst of found) {
+    for (const k of inst.experts) {
+      let list = next.get(k);
+      if (!list) next.set(k, (list = []));
+      list.push(inst);
+    }
+  }
+  for (const list of next.values()) list.sort((a, b) => (a.id < b.id ? -1 : 1));
+  const alive = new Set(found.map((f) => f.id));
+  for (const id of [...suspect.keys()]) if (!alive.has(id)) suspect.delete(id);
+  table = next;
+  instances = found;
+  return found;
+}
+
+/** The next replica of layer:expert in turn, skipping suspects and `exclude`. */
+function pick(key: string, exclude: string | null): InstanceInfo | null {
+  const list = table.get(key);
+  if (!list || !list.length) return null;
+  const now = Date.now();
+  const start = turn.get(key) ?? 0;
+  turn.set(key, start + 1);
+  for (let i = 0; i < list.length; i++) {
+    const inst = list[(start + i) % list.length];
+    if (inst.id === exclude) continue;
+    const until = suspect.get(inst.id);
+    if (until !== undefined && until > now) continue;
+    return inst;
+  }
+  return null;
+}
+
+class AttemptError extends Error {
+  constructor(message: string, readonly timeout: boolean, readonly gone: boolean) {
+    super(message);
+  }
+}
+
+const LIMITS: ProtocolLimits = { maxRows: 1 << 30, maxBytes: 1 << 30 };
+
+async function send(subject: string, payload: Uint8Array, layer: number, expert: number, rows: number, cols: number, rid: number, counters: RunResult): Promise<Float32Array> {
+  let msg: Msg;
+  counters.requests++;
+  counters.bytesSent += payload.length;
+  try {
+    msg = await nc.request(subject, payload, { timeout: init.timeoutMs });
+  } catch (e) {
+    const code = (e as NatsError).code;
+    if (code === ErrorCode.Timeout) {
+      counters.timeouts++;
+      throw new AttemptError(`no reply within ${init.timeoutMs} ms`, true, false);
+    }
+    if (code === ErrorCode.NoResponders) throw new AttemptError('no server is subscribed', false, true);
+    throw new AttemptError((e as Error).message, false, false);
+  }
+  counters.bytesReceived += msg.data.length;
+  if (ServiceError.isServiceError(msg)) {
+    const se = ServiceError.toServiceError(msg);
+    throw new AttemptError(`server error ${se?.code ?? ''}: ${se?.message ?? 'unknown'}`, false, false);
+  }
+  let rep;
+  try {
+    rep = decodeMessage(msg.data, LIMITS);
+  } catch (e) {
+    throw new AttemptError(`malformed reply (${(e as Error).message})`, false, false);
+  }
+  if (rep.kind !== KIND_REPLY || rep.requestId !== rid || rep.layer !== layer || rep.expert !== expert || rep.rows !== rows || rep.cols !== cols) {
+    throw new AttemptError(`reply does not match its request (got kind ${rep.kind}, id ${rep.requestId}, ${rep.layer}:${rep.expert}, ${rep.rows}x${rep.cols})`, false, false);
+  }
+  return rep.data;
+}
+
+/** One chunk of one expert's block: first replica, then once more on another. */
+async function chunk(m: RunMessage, task: RunTask, r0: number, rows: number, input: Float32Array, output: Float32Array, counters: RunResult): Promise<void> {
+  const key = `${m.layer}:${task.expert}`;
+  const rid = (requestId = (requestId + 1) >>> 0);
+  const payload = encodeMessage({ kind: KIND_FORWARD, requestId: rid, layer: m.layer, expert: task.expert, rows, cols: m.cols }, input, r0 * m.cols);
+  const shared = expertSubject(init.modelId, m.layer, task.expert);
+  const first = pick(key, null);
+  let data: Float32Array;
+  try {
+    data = await send(first?.direct ?? shared, payload, m.layer, task.expert, rows, m.cols, rid, counters);
+  } catch (e1) {
+    const err1 = e1 as AttemptError;
+    if (first) suspect.set(first.id, Date.now() + Math.max(5000, 2 * init.discoveryIntervalMs));
+    if (err1.gone || err1.timeout) void refresh();
+    const second = pick(key, first?.id ?? null);
+    counters.retries++;
+    try {
+      data = await send(second?.direct ?? shared, payload, m.layer, task.expert, rows, m.cols, rid, counters);
+    } catch (e2) {
+      const where = (i: InstanceInfo | null): string => (i ? `replica ${i.id}` : 'queue group');
+      throw new Error(`${where(first)}: ${err1.message}; retry on ${where(second)}: ${(e2 as Error).message}`);
+    }
+  }
+  output.set(data, r0 * m.cols);
+}
+
+let maxChunkRows = 1;
+
+async function run(m: RunMessage): Promise<void> {
+  const counters: RunResult = { id: m.id, failures: m.tasks.map(() => null), requests: 0, retries: 0, timeouts: 0, bytesSent: 0, bytesReceived: 0 };
+  const input = new Float32Array(m.input);
+  const output = new Float32Array(m.output);
+  const jobs: Promise<void>[] = [];
+  m.tasks.forEach((task, i) => {
+    const parts: Promise<void>[] = [];
+    for (let r = 0; r < task.rows; r += maxChunkRows) {
+      parts.push(chunk(m, task, task.row0 + r, Math.min(maxChunkRows, task.rows - r), input, output, counters));
+    }
+    jobs.push(
+      Promise.all(parts).then(
+        () => undefined,
+        (e: Error) => {
+          counters.failures[i] = { expert: task.expert, reason: e.message };
+        },
+      ),
+    );
+  });
+  await Promise.all(jobs);
+  init.syncPort.postMessage(counters);
+  const sig = new Int32Array(m.signal);
+  Atomics.store(sig, 0, m.id);
+  Atomics.notify(sig, 0);
+}
+
+let refreshing: Promise<void> | null = null;
+function refresh(): Promise<void> {
+  if (closed) return Promise.resolve();
+  refreshing ??= discover().then(
+    () => {
+      refreshing = null;
+    },
+    () => {
+      refreshing = null;
+    },
+  );
+  return refreshing;
+}
+
+async function main(): Promise<void> {
+  try {
+    nc = await connect({ servers: init.servers, name: init.name, maxReconnectAttempts: -1, reconnectTimeWait: 250, timeout: 5000 });
+  } catch (e) {
+    port.postMessage({ type: 'error', message: `cannot connect to NATS at ${init.servers.join(', ')}: ${(e as Error).message}` });
+    return;
+  }
+  const maxPayload = nc.info?.max_payload ?? 1 << 20;
+  // The largest row count whose request fits in one NATS message (and the servers' default row cap).
+  maxChunkRows = 1;
+  port.on('message', (m: { type: string; id?: number } & Partial<RunMessage>) => {
+    if (m.type === 'run') {
+      maxChunkRows = Math.max(1, Math.min(65536, Math.floor((maxPayload - HEADER_BYTES) / (4 * (m.cols ?? 1)))));
+      void run(m as RunMessage);
+    } else if (m.type === 'discover') {
+      void refresh().then(() => port.postMessage({ type: 'discovered', id: m.id, instances }));
+    } else if (m.type === 'close') {
+      closed = true;
+      void nc.drain().then(
+        () => port.postMessage({ type: 'closed' }),
+        () => port.postMessage({ type: 'closed' }),
+      );
+    }
+  });
+  try {
+    await discover();
+  } catch {
+    /* no instances yet: requests use the queue groups */
+  }
+  const timer = setInterval(() => void refresh(), init.discoveryIntervalMs);
+  void nc.closed().then(() => clearInterval(timer));
+  port.postMessage({ type: 'ready', maxPayload, instances });
+}
+
+void main();
