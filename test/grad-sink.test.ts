@@ -81,3 +81,24 @@ describe('leafGradSink', () => {
     expect(leafGradSink(a)?.accumulate).toBe(true);
   });
 });
+
+describe('matmul weight gradients in place', () => {
+  test('linear: in-place (recycled, then accumulated) weight gradient equals the returned one', () => {
+    const x = Tensor.randn([6, 5], { seed: 5 });
+    const w = Tensor.randn([3, 5], { seed: 6, requiresGrad: true });
+    const g = Tensor.randn([6, 3], { seed: 7 });
+    setAnomalyDetection(true); // sinks off: the tape's returned gradient is the reference
+    try {
+      x.matmul(w, { transB: true }).backward(g);
+    } finally {
+      setAnomalyDetection(false);
+    }
+    const ref = Float32Array.from((w.grad as Tensor).f32);
+    (w.grad as Tensor).f32.fill(-7);
+    recycleGrad(w);
+    x.matmul(w, { transB: true }).backward(g);
+    expectAllClose((w.grad as Tensor).f32, ref, { rtol: 0, atol: 0 });
+    x.matmul(w, { transB: true }).backward(g);
+    expectAllClose((w.grad as Tensor).f32, ref.map((v) => 2 * v), { rtol: 1e-6, atol: 1e-6 });
+  });
+});

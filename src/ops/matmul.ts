@@ -5,7 +5,7 @@
  */
 import { GEMM_ACCUMULATE, GEMM_PARAMS, GEMM_TRANS_A, GEMM_TRANS_B } from '../backend/interface.js';
 import { ShapeError } from '../errors.js';
-import { record } from '../tensor/autodiff.js';
+import { leafGradSink, record } from '../tensor/autodiff.js';
 import { broadcastShapes, sizeOf } from '../tensor/shape.js';
 import { Tensor } from '../tensor/tensor.js';
 import { add } from './elementwise.js';
@@ -144,10 +144,13 @@ function matmul2d(
         da = new Tensor(full, a.shape);
       }
       if (b.requiresGrad) {
-        const full = new Float32Array(b.size);
-        if (!tb) gemmBatched(ad, [0], k, true, gd, [0], n, false, full, [0], k, n, rows, false);
-        else gemmBatched(gd, [0], n, true, ad, [0], k, false, full, [0], n, k, rows, false);
-        db = new Tensor(full, b.shape);
+        // A weight (leaf) gets its gradient written into its own .grad buffer (see leafGradSink).
+        const sink = leafGradSink(b);
+        const full = sink ? sink.data : new Float32Array(b.size);
+        const acc = sink ? sink.accumulate : false;
+        if (!tb) gemmBatched(ad, [0], k, true, gd, [0], n, false, full, [0], k, n, rows, acc);
+        else gemmBatched(gd, [0], n, true, ad, [0], k, false, full, [0], n, k, rows, acc);
+        db = sink ? null : new Tensor(full, b.shape);
       }
       return [da, db];
     },
