@@ -1,0 +1,148 @@
+/**
+ * The mixture's low-rank path as one fused, differentiable op over contiguous per-adapter row
+ * blocks (the rows each adapter received, sorted by adapter as the MoE dispatch plan sorts tokens
+ * by expert): for adapter e and its rows X_e with per-row weights w (gate · scale),
+ *   Y_e = ((X_e A_eᵀ) ⊙ w) B_eᵀ
+ * Two task lists on the backend's grouped GEMM (one task per adapter for A, one for B), the weight
+ * applied in the rank-r space (cheapest place), and no dense ΔW = B·A anywhere.
+ */
+import { GEMM_TRANS_A, GEMM_TRANS_B } from '../backend/interface.js';
+import { ShapeError } from '../errors.js';
+import { be, requireFloat } from '../ops/util.js';
+import { record } from '../tensor/autodiff.js';
+import { Tensor } from '../tensor/tensor.js';
+
+/** One adapter's factors at a site: A [r, in], B [out, r] (PEFT lora_A / lora_B layout), or null (no weights here: contributes 0). */
+export type LowRankFactors = { A: Tensor; B: Tensor } | null;
+
+/** Incrementally built task list for the backend GEMM over a small buffer table. */
+class Tasks {
+  readonly buffers: Float32Array[] = [];
+  private readonly index = new Map<Float32Array, number>();
+  private readonly params: number[] = [];
+  private buf(b: Float32Array): number {
+    let i = this.index.get(b);
+    if (i === undefined) {
+      i = this.buffers.length;
+      this.buffers.push(b);
+      this.index.set(b, i);
+    }
+    return i;
+  }
+  add(a: Float32Array, aOff: number, lda: number, b: Float32Array, bOff: number, ldb: number, c: Float32Array, cOff: number, ldc: number, m: number, n: number, k: number, flags: number): void {
+    this.params.push(this.buf(a), aOff, lda, this.buf(b), bOff, ldb, this.buf(c), cOff, ldc, m, n, k, flags);
+  }
+  run(): void {
+    if (this.params.length > 0) be().gemm(this.buffers, Int32Array.from(this.params));
+  }
+}
+
+/**
+ * Y [N, out] with rows offsets[e]..offsets[e+1]-1 equal to ((xs_e A_eᵀ) ⊙ w_e) B_eᵀ, w [N] (null
+ * means 1). Adapters may differ in rank. Differentiable in xs, w and every A_e, B_e.
+ */
+export function groupedLowRank(xs: Tensor, offsets: Int32Array, factors: readonly LowRankFactors[], w: Tensor | null, outFeatures: number): Tensor {
+  const x = requireFloat(xs, 'groupedLowRank.xs');
+  if (xs.rank !== 2) throw new ShapeError('groupedLowRank.xs', xs.shape, 'must be [rows, in]');
+  const [N, d] = xs.shape;
+  const E = factors.length;
+  if (offsets.length !== E + 1 || offsets[0] !== 0 || offsets[E] !== N) {
+    throw new ShapeError('groupedLowRank.offsets', Array.from(offsets), `must be ${E + 1} prefix offsets from 0 to ${N}`);
+  }
+  if (w && w.size !== N) throw new ShapeError('groupedLowRank.w', w.shape, `needs ${N} entries, one per row`);
+  const ranks = factors.map((f, e) => {
+    if (!f) return 0;
+    const r = f.A.shape[0];
+    if (f.A.rank !== 2 || f.A.shape[1] !== d) throw new ShapeError(`lora_A[${e}]`, f.A.shape, `must be [r, ${d}]`);
+    if (f.B.rank !== 2 || f.B.shape[0] !== outFeatures || f.B.shape[1] !== r) throw new ShapeError(`lora_B[${e}]`, f.B.shape, `must be [${outFeatures}, ${r}]`);
+    return r;
+  });
+  // H packs each block's [m_e, r_e] rows contiguously: block e starts at hOff[e].
+  const hOff = new Int32Array(E + 1);
+  for (let e = 0; e < E; e++) hOff[e + 1] = hOff[e] + (offsets[e + 1] - offsets[e]) * ranks[e];
+  const h = new Float32Array(hOff[E]);
+  const t1 = new Tasks();
+  for (let e = 0; e < E; e++) {
+    const m = offsets[e + 1] - offsets[e], f = factors[e];
+    if (m === 0 || !f) continue;
+    t1.add(x, offsets[e] * d, d, f.A.f32, 0, d, h, hOff[e], ranks[e], m, ranks[e], d, GEMM_TRANS_B);
+  }
+  t1.run();
+  const wd = w ? requireFloat(w, 'groupedLowRank.w') : null;
+  const hs = wd ? new Float32Array(h.length) : h;
+  if (wd) {
+    for (let e = 0; e < E; e++) {
+      const r = ranks[e];
+      for (let i = offsets[e], p = hOff[e]; i < offsets[e + 1]; i++) {
+        const wi = wd[i];
+        for (let j = 0; j < r; j++, p++) hs[p] = h[p] * wi;
+      }
+    }
+  }
+  const y = new Float32Array(N * outFeatures);
+  const t2 = new Tasks();
+  for (let e = 0; e < E; e++) {
+    const m = offsets[e + 1] - offsets[e], f = factors[e];
+    if (m === 0 || !f) continue;
+    t2.add(hs, hOff[e], ranks[e], f.B.f32, 0, ranks[e], y, offsets[e] * outFeatures, outFeatures, m, outFeatures, ranks[e], GEMM_TRANS_B);
+  }
+  t2.run();
+  const present = factors.filter((f): f is { A: Tensor; B: Tensor } => f !== null);
+  const inputs: Tensor[] = [xs, ...(w ? [w] : []), ...present.map((f) => f.A), ...present.map((f) => f.B)];
+  return record('groupedLowRank', inputs, new Tensor(y, [N, outFeatures]), (g) => {
+    const dy = g.f32;
+    // dHs_e = dY_e B_e ; dB_e = dY_eᵀ Hs_e
+    const dhs = new Float32Array(h.length);
+    const dB = factors.map((f) => (f && f.B.requiresGrad ? new Float32Array(f.B.size) : null));
+    const s1 = new Tasks();
+    for (let e = 0; e < E; e++) {
+      const m = offsets[e + 1] - offsets[e], f = factors[e], r = ranks[e];
+      if (m === 0 || !f) continue;
+      s1.add(dy, offsets[e] * outFeatures, outFeatures, f.B.f32, 0, r, dhs, hOff[e], r, m, r, outFeatures, 0);
+      const db = dB[e];
+      if (db) s1.add(dy, offsets[e] * outFeatures, outFeatures, hs, hOff[e], r, db, 0, r, outFeatures, r, m, GEMM_TRANS_A);
+    }
+    s1.run();
+    // dw_i = Σ_j dHs[i, j] · H[i, j] ; dH = dHs ⊙ w
+    let dw: Tensor | null = null;
+    let dh = dhs;
+    if (wd && w) {
+      const dwd = new Float32Array(N);
+      dh = new Float32Array(h.length);
+      for (let e = 0; e < E; e++) {
+        const r = ranks[e];
+        for (let i = offsets[e], p = hOff[e]; i < offsets[e + 1]; i++) {
+          let s = 0;
+          const wi = wd[i];
+          for (let j = 0; j < r; j++, p++) {
+            s += dhs[p] * h[p];
+            dh[p] = dhs[p] * wi;
+          }
+          dwd[i] = s;
+        }
+      }
+      dw = w.requiresGrad ? new Tensor(dwd, w.shape) : null;
+    }
+    // dX_e = dH_e A_e ; dA_e = dH_eᵀ X_e
+    const dx = xs.requiresGrad ? new Float32Array(N * d) : null;
+    const dA = factors.map((f) => (f && f.A.requiresGrad ? new Float32Array(f.A.size) : null));
+    const s2 = new Tasks();
+    for (let e = 0; e < E; e++) {
+      const m = offsets[e + 1] - offsets[e], f = factors[e], r = ranks[e];
+      if (m === 0 || !f) continue;
+      if (dx) s2.add(dh, hOff[e], r, f.A.f32, 0, d, dx, offsets[e] * d, d, m, d, r, 0);
+      const da = dA[e];
+      if (da) s2.add(dh, hOff[e], r, x, offsets[e] * d, d, da, 0, d, r, d, m, GEMM_TRANS_A);
+    }
+    s2.run();
+    const grads: (Tensor | null)[] = [dx ? new Tensor(dx, [N, d]) : null];
+    if (w) grads.push(dw);
+    factors.forEach((f, e) => {
+      if (f) grads.push(dA[e] ? new Tensor(dA[e] as Float32Array, f.A.shape) : null);
+    });
+    factors.forEach((f, e) => {
+      if (f) grads.push(dB[e] ? new Tensor(dB[e] as Float32Array, f.B.shape) : null);
+    });
+    return grads;
+  });
+}
