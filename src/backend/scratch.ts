@@ -1,6 +1,7 @@
 /**
  * A small pool of Float32Array buffers for large, short-lived intermediates (the experts' hidden
- * activations and their gradients). Fresh large typed arrays cost a zero-fill plus a page fault
+ * activations, attention probabilities, and backward-pass gradients, which runBackward returns
+ * here as soon as the rule that consumed them has run). Fresh large typed arrays cost a zero-fill plus a page fault
  * per 4 KiB on first touch; reusing a released buffer costs neither. Pooled buffers hold stale
  * values: a caller must overwrite every element it reads.
  */
@@ -11,9 +12,25 @@ const MAX_POOLED_BYTES = 512 * 1024 * 1024;
 /** Below this size a plain allocation is cheap enough. */
 const MIN_POOLED_LENGTH = 1 << 16;
 
+let enabled = true;
+
+/**
+ * Turn pooling off (every acquire allocates, every release is dropped) or on again. For tests that
+ * check pooled results against unpooled ones.
+ */
+export function setScratchPooling(on: boolean): void {
+  enabled = on;
+  if (!on) clearScratch();
+}
+
+/** Fill every parked buffer with `value` (tests: stale contents must never be read). */
+export function poisonScratch(value: number): void {
+  for (const list of pool.values()) for (const buf of list) buf.fill(value);
+}
+
 /** A buffer of exactly `length` floats with unspecified contents (zeroed only when freshly allocated). */
 export function acquireScratch(length: number): Float32Array {
-  if (length >= MIN_POOLED_LENGTH) {
+  if (enabled && length >= MIN_POOLED_LENGTH) {
     const list = pool.get(length);
     const buf = list?.pop();
     if (buf) {
@@ -27,7 +44,9 @@ export function acquireScratch(length: number): Float32Array {
 /** Return buffers that no live tensor references any more. */
 export function releaseScratch(...bufs: Array<Float32Array | null | undefined>): void {
   for (const buf of bufs) {
-    if (!buf || buf.length < MIN_POOLED_LENGTH || pooledBytes + buf.byteLength > MAX_POOLED_BYTES) continue;
+    if (!enabled || !buf || buf.length < MIN_POOLED_LENGTH || pooledBytes + buf.byteLength > MAX_POOLED_BYTES) continue;
+    // Only whole buffers: a view shares its memory with tensors the pool knows nothing about.
+    if (buf.byteOffset !== 0 || buf.byteLength !== buf.buffer.byteLength || !(buf.buffer instanceof ArrayBuffer)) continue;
     let list = pool.get(buf.length);
     if (!list) pool.set(buf.length, (list = []));
     if (list.includes(buf)) continue;

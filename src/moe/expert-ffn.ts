@@ -139,7 +139,7 @@ export function groupedExpertFFN(xs: Tensor, offsets: Int32Array, weights: Exper
     if (h3 && dH3) be().gatedActGrad(act, h1, h3, dHidden, dH1, dH3);
     else be().unaryGrad(act, h1, hidden, dHidden, dH1);
     // 3) dX = dH1_e · W1_e (+ dH3_e · W3_e); dW1_e = dH1_eᵀ · X_e; dW3_e = dH3_eᵀ · X_e
-    const dx = xs.requiresGrad ? new Float32Array(N * d) : null;
+    const dx = xs.requiresGrad ? acquireScratch(N * d) : null; // every row lies in a non-empty block
     const dW1 = weights.w1.map(weightGrad);
     const dW3 = weights.w3 ? weights.w3.map(weightGrad) : [];
     const t2 = new GemmTasks();

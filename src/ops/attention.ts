@@ -137,7 +137,7 @@ export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, opts?
     };
     const pick = (arr: readonly number[], idx: number[]): number[] => idx.map((i) => arr[i]);
     if (v.requiresGrad) {
-      const d = new Float32Array(v.size);
+      const d = acquireScratch(v.size); // fully written (the first group member overwrites)
       perGroupMember((member, idx) =>
         headGemmAcc(P, pick(sOffs, idx), Tk, true, dO, pick(ov.offs, idx), ov.ld, false, d, pick(vOffs, idx), kvV.ld, Tk, Dv, Tq, member > 0),
       );
@@ -151,12 +151,12 @@ export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, opts?
       be().softmaxGrad(P, dP, BH * Tq, Tk, false, dS);
       be().affine(dS, scale, 0, dS);
       if (q.requiresGrad) {
-        const d = new Float32Array(q.size);
+        const d = acquireScratch(q.size); // fully written (the first group member overwrites)
         headGemm(dS, sOffs, Tk, false, kd, kOffs, kvK.ld, false, d, qv.offs, qv.ld, Tq, D, Tk);
         dq = new Tensor(d, q.shape);
       }
       if (k.requiresGrad) {
-        const d = new Float32Array(k.size);
+        const d = acquireScratch(k.size); // fully written (the first group member overwrites)
         perGroupMember((member, idx) =>
           headGemmAcc(dS, pick(sOffs, idx), Tk, true, qd, pick(qv.offs, idx), qv.ld, false, d, pick(kOffs, idx), kvK.ld, Tk, D, Tq, member > 0),
         );

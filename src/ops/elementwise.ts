@@ -4,6 +4,7 @@
  */
 import type { Activation, BinaryOp, UnaryOp } from '../backend/interface.js';
 import { ShapeError } from '../errors.js';
+import { acquireScratch } from '../backend/scratch.js';
 import { record } from '../tensor/autodiff.js';
 import { broadcastShapes, broadcastStrides, shapesEqual } from '../tensor/shape.js';
 import { Tensor } from '../tensor/tensor.js';
@@ -16,7 +17,7 @@ function unaryOp(op: UnaryOp, x: Tensor): Tensor {
   be().unary(op, xd, out);
   const y = new Tensor(out, x.shape);
   return record(op, [x], y, (g) => {
-    const dx = new Float32Array(xd.length);
+    const dx = acquireScratch(xd.length); // overwritten by unaryGrad
     be().unaryGrad(op, xd, out, g.f32, dx);
     return [new Tensor(dx, x.shape)];
   });
@@ -185,7 +186,7 @@ export function gatedAct(a: Tensor, b: Tensor, act: Activation): Tensor {
   const out = new Float32Array(ad.length);
   be().gatedAct(act, ad, bd, out);
   return record(`gatedAct(${act})`, [a, b], new Tensor(out, a.shape), (g) => {
-    const da = new Float32Array(ad.length), db = new Float32Array(ad.length);
+    const da = acquireScratch(ad.length), db = acquireScratch(ad.length); // both overwritten
     be().gatedActGrad(act, ad, bd, g.f32, da, db);
     return [new Tensor(da, a.shape), new Tensor(db, a.shape)];
   });

@@ -1,6 +1,7 @@
 /** Index ops: row gather (embedding, index select), row scatter-add (index add), topK, oneHot. */
 import { RangeValueError, ShapeError } from '../errors.js';
-import { record } from '../tensor/autodiff.js';
+import { acquireScratch, releaseScratch } from '../backend/scratch.js';
+import { leafGradSink, record } from '../tensor/autodiff.js';
 import { normAxis, sizeOf } from '../tensor/shape.js';
 import { Tensor, type IndexLike } from '../tensor/tensor.js';
 import { be, indexShape, requireFloat, toIndexArray } from './util.js';
@@ -20,7 +21,14 @@ export function gatherRows(src: Tensor, idx: IndexLike): Tensor {
   be().gatherRows(sd, ids, cols, out);
   const y = new Tensor(out, [...indexShape(idx), ...src.shape.slice(1)]);
   return record('gatherRows', [src], y, (g) => {
-    const dsrc = new Float32Array(src.size);
+    // An embedding table (a leaf) takes its rows' gradients straight into its own .grad.
+    const sink = leafGradSink(src);
+    if (sink) {
+      if (!sink.accumulate) sink.data.fill(0);
+      be().scatterAddRows(g.f32, ids, null, cols, sink.data);
+      return [null];
+    }
+    const dsrc = acquireScratch(src.size).fill(0);
     be().scatterAddRows(g.f32, ids, null, cols, dsrc);
     return [new Tensor(dsrc, src.shape)];
   });
@@ -52,7 +60,7 @@ export function scatterAddRows(src: Tensor, idx: IndexLike, numRows: number, wei
   be().scatterAddRows(sd, ids, wd, cols, out);
   const inputs = weights ? [src, weights] : [src];
   return record('scatterAddRows', inputs, new Tensor(out, [numRows, ...src.shape.slice(1)]), (g) => {
-    const gathered = new Float32Array(n * cols);
+    const gathered = acquireScratch(n * cols); // every row written by the gather
     be().gatherRows(g.f32, ids, cols, gathered);
     let dw: Tensor | null = null;
     if (weights && weights.requiresGrad) {
@@ -62,8 +70,9 @@ export function scatterAddRows(src: Tensor, idx: IndexLike, numRows: number, wei
     }
     if (!wd) return [new Tensor(gathered, src.shape), dw];
     // dsrc[i, :] = w[i] · dOut[idx[i], :]: a row-broadcast multiply on the backend.
-    const dsrc = new Float32Array(n * cols);
+    const dsrc = acquireScratch(n * cols);
     be().binary('mul', gathered, Int32Array.of(cols, 1), wd, Int32Array.of(1, 0), dsrc, Int32Array.of(n, cols));
+    releaseScratch(gathered);
     return [new Tensor(dsrc, src.shape), dw];
   });
 }

@@ -4,6 +4,7 @@
  * GEMM with transpose flags, so no transposed copy is ever materialised.
  */
 import { GEMM_ACCUMULATE, GEMM_PARAMS, GEMM_TRANS_A, GEMM_TRANS_B } from '../backend/interface.js';
+import { acquireScratch } from '../backend/scratch.js';
 import { ShapeError } from '../errors.js';
 import { leafGradSink, record } from '../tensor/autodiff.js';
 import { broadcastShapes, sizeOf } from '../tensor/shape.js';
@@ -139,7 +140,7 @@ function matmul2d(
       const gd = g.f32;
       let da: Tensor | null = null, db: Tensor | null = null;
       if (a.requiresGrad) {
-        const full = new Float32Array(rows * k);
+        const full = acquireScratch(rows * k); // overwritten by the gemm
         gemmBatched(gd, [0], n, false, bd, [0], bCols, !tb, full, [0], rows, k, n, false);
         da = new Tensor(full, a.shape);
       }

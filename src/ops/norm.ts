@@ -1,5 +1,6 @@
 /** Normalisation over the last axis (LayerNorm, RMSNorm) on the backend's fused kernels, with backward rules. */
 import { RangeValueError, ShapeError } from '../errors.js';
+import { acquireScratch } from '../backend/scratch.js';
 import { record } from '../tensor/autodiff.js';
 import { Tensor } from '../tensor/tensor.js';
 import { be, requireFloat } from './util.js';
@@ -36,7 +37,7 @@ export function layerNorm(x: Tensor, weight?: Tensor | null, bias?: Tensor | nul
   if (weight) inputs.push(weight);
   if (bias) inputs.push(bias);
   return record('layerNorm', inputs, new Tensor(out, x.shape), (g) => {
-    const dx = new Float32Array(x.size);
+    const dx = acquireScratch(x.size); // every element written by the kernel
     // Only allocate the parameter gradients that are wanted (the kernel skips null ones).
     const dw = weight?.requiresGrad ? new Float32Array(cols) : null;
     const db = bias?.requiresGrad ? new Float32Array(cols) : null;
@@ -61,7 +62,7 @@ export function rmsNorm(x: Tensor, weight?: Tensor | null, eps = 1e-6): Tensor {
   be().rmsNorm(xd, wd, rows, cols, eps, out, rstd);
   const inputs = weight ? [x, weight] : [x];
   return record('rmsNorm', inputs, new Tensor(out, x.shape), (g) => {
-    const dx = new Float32Array(x.size);
+    const dx = acquireScratch(x.size); // every element written by the kernel
     const dw = weight?.requiresGrad ? new Float32Array(cols) : null;
     be().rmsNormGrad(xd, wd, rstd, g.f32, rows, cols, dx, dw);
     return [new Tensor(dx, x.shape), dw && weight ? new Tensor(dw, weight.shape) : null];

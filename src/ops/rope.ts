@@ -5,6 +5,7 @@
  * It is a rotation, so the backward is the inverse rotation of the gradient.
  */
 import { RangeValueError, ShapeError } from '../errors.js';
+import { acquireScratch } from '../backend/scratch.js';
 import { record } from '../tensor/autodiff.js';
 import { Tensor } from '../tensor/tensor.js';
 import { requireFloat } from './util.js';
@@ -69,7 +70,7 @@ export function applyRotary(x: Tensor, opts?: { startPos?: number; base?: number
   const out = new Float32Array(x.size);
   rotate(xd, out, rows, T, heads, D, start, base, false);
   return record('applyRotary', [x], new Tensor(out, x.shape), (g) => {
-    const dx = new Float32Array(x.size);
+    const dx = acquireScratch(x.size); // every element written by rotate
     rotate(g.f32, dx, rows, T, heads, D, start, base, true);
     return [new Tensor(dx, x.shape)];
   });

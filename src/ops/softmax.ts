@@ -1,4 +1,5 @@
 /** Numerically stable softmax, log-softmax and logsumexp over one axis, with backward rules. */
+import { acquireScratch } from '../backend/scratch.js';
 import { record } from '../tensor/autodiff.js';
 import { normAxis } from '../tensor/shape.js';
 import { Tensor } from '../tensor/tensor.js';
@@ -32,7 +33,7 @@ function softmaxImpl(x: Tensor, axis: number, log: boolean): Tensor {
   be().softmax(x.f32, rows, cols, log, out);
   const name = log ? 'logSoftmax' : 'softmax';
   return record(name, [x], new Tensor(out, x.shape), (g) => {
-    const dx = new Float32Array(x.size);
+    const dx = acquireScratch(x.size); // overwritten by softmaxGrad
     be().softmaxGrad(out, g.f32, rows, cols, log, dx);
     return [new Tensor(dx, x.shape)];
   });

@@ -3,6 +3,7 @@
  * every differentiable op records a GradNode on its output; `backward()` walks the graph in
  * reverse topological order, calling each node's rule once with the summed output gradient.
  */
+import { acquireScratch, releaseScratch } from '../backend/scratch.js';
 import { AnomalyError, GradError } from '../errors.js';
 import { shapesEqual } from './shape.js';
 // Value import is circular with tensor.ts but only used at call time.
@@ -168,6 +169,13 @@ export function runBackward(root: Tensor, gradOutput: Tensor): void {
     handouts.set(g.data.buffer, (handouts.get(g.data.buffer) ?? 0) + n);
   };
   const exclusive = (g: Tensor): boolean => handouts.get(g.data.buffer) === 1;
+  // A dead gradient whose buffer nobody else holds goes back to the scratch pool; its next
+  // hand-out (from the pool) starts a fresh count.
+  const recycle = (g: Tensor): void => {
+    if (!exclusive(g) || !(g.data instanceof Float32Array)) return;
+    handouts.delete(g.data.buffer);
+    releaseScratch(g.data);
+  };
   grads.set(root, gradOutput);
   handOut(gradOutput, 2); // the caller's tensor: never adopted or mutated
   const prev = gradEnabled;
@@ -189,6 +197,11 @@ export function runBackward(root: Tensor, gradOutput: Tensor): void {
       }
       const inputGrads = node.backward(g);
       node.backward = null; // free saved tensors
+      // g is dead now unless a rule passed its buffer on (add, reshape): recycle it for the rules
+      // still to run, instead of leaving ~100 MB per step of gradients to the garbage collector.
+      let passedOn = false;
+      for (let i = 0; i < inputGrads.length && !passedOn; i++) passedOn = inputGrads[i]?.data.buffer === g.data.buffer;
+      if (!passedOn) recycle(g);
       for (let i = 0; i < node.inputs.length; i++) {
         const input = node.inputs[i];
         const ig = inputGrads[i];
@@ -202,11 +215,16 @@ export function runBackward(root: Tensor, gradOutput: Tensor): void {
         handOut(shaped);
         const acc = grads.get(input);
         if (!acc) grads.set(input, shaped);
-        else if (exclusive(acc)) acc.addInPlace(shaped);
         else {
-          const sum = acc.clone().addInPlace(shaped);
-          handOut(sum);
-          grads.set(input, sum);
+          if (exclusive(acc)) acc.addInPlace(shaped);
+          else {
+            const buf = acquireScratch(acc.size);
+            buf.set(acc.data);
+            const sum = new Tensor(buf, acc.shape).addInPlace(shaped);
+            handOut(sum);
+            grads.set(input, sum);
+          }
+          recycle(shaped); // summed in: dead unless shared
         }
       }
     }
