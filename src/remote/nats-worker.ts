@@ -5,11 +5,15 @@
  * writes the replies into the shared output, posts a summary on the sync port and wakes it.
  *
  * Replica choice: service discovery ($SRV.INFO) lists each server instance and the experts it
- * hosts. A request goes to one replica's own (direct) subject, replicas taken in turn; on a
- * timeout or error the replica is set aside and the request is retried once on another one.
- * With no other replica known, the retry goes to the expert's queue-group subject, which any
- * live replica answers, including one started since the last discovery (so it may reach the
- * same replica if it is the only one). Discovery repeats in the background.
+ * hosts. A request goes to one replica's own (direct) subject, replicas taken in turn (none
+ * known: the expert's queue-group subject, where NATS picks one). The request is retried once:
+ * - the replica is gone (no subscriber on its direct subject): it leaves the table and the retry
+ *   goes to the queue group, which only live replicas are in (one started since the last
+ *   discovery included), so it reaches another replica whenever one is alive;
+ * - timeout or error (the replica is alive but slow or failing): it is set aside for a while and
+ *   the retry goes to another known replica's direct subject; with no other replica known, to
+ *   the queue group, which may deliver it to the same replica if that is the only live one.
+ * Discovery repeats in the background and after failures.
  */
 import { parentPort, workerData, type MessagePort } from 'node:worker_threads';
 import { connect, ErrorCode, NatsError, RequestStrategy, ServiceError, type Msg, type NatsConnection } from 'nats';
@@ -81,7 +85,14 @@ let closed = false;
 async function discover(): Promise<InstanceInfo[]> {
   const found: InstanceInfo[] = [];
   const it = await nc.services.client({ strategy: RequestStrategy.Timer, maxWait: init.discoveryWaitMs }).info(SERVICE_NAME);
-  for await (const info of it) {
+  const infos = [];
+  try {
+    for await (const info of it) infos.push(info);
+  } catch (e) {
+    // No responders: no instance is running (an empty list, not a failed discovery).
+    if ((e as NatsError).code !== ErrorCode.NoResponders) throw e;
+  }
+  for (const info of infos) {
     const md = info.metadata ?? {};
     if (md.model !== init.modelId) continue;
     const direct = directSubject(init.modelId, info.id);
@@ -123,6 +134,15 @@ function pick(key: string, exclude: string | null): InstanceInfo | null {
     return inst;
   }
   return null;
+}
+
+/** Drop an instance from the table (its direct subject has no subscriber). */
+function forget(id: string): void {
+  for (const [k, list] of table) {
+    const kept = list.filter((i) => i.id !== id);
+    if (kept.length !== list.length) table.set(k, kept);
+  }
+  instances = instances.filter((i) => i.id !== id);
 }
 
 class AttemptError extends Error {
@@ -177,9 +197,17 @@ async function chunk(m: RunMessage, task: RunTask, r0: number, rows: number, inp
     data = await send(first?.direct ?? shared, payload, m.layer, task.expert, rows, m.cols, rid, counters);
   } catch (e1) {
     const err1 = e1 as AttemptError;
-    if (first) suspect.set(first.id, Date.now() + Math.max(5000, 2 * init.discoveryIntervalMs));
+    let second: InstanceInfo | null = null;
+    if (first && err1.gone) {
+      // Nobody listens on its direct subject: the instance is gone. The queue group reaches every
+      // live replica (the dead one cannot be among them), including any started since discovery.
+      forget(first.id);
+    } else {
+      // Alive but slow or failing: set it aside and try another known replica.
+      if (first) suspect.set(first.id, Date.now() + Math.max(5000, 2 * init.discoveryIntervalMs));
+      second = pick(key, first?.id ?? null);
+    }
     if (err1.gone || err1.timeout) void refresh();
-    const second = pick(key, first?.id ?? null);
     counters.retries++;
     try {
       data = await send(second?.direct ?? shared, payload, m.layer, task.expert, rows, m.cols, rid, counters);
