@@ -268,7 +268,15 @@ function drawCharts(): void {
   const dropEl = $('drop-rate');
   dropEl.dataset.value = Number.isFinite(drop) ? String(drop) : '';
   dropEl.dataset.tokens = Number.isFinite(dropTok) ? String(dropTok) : '';
-  dropEl.textContent = Number.isFinite(drop) ? `${(drop * 100).toFixed(1)}% of assignments, ${(dropTok * 100).toFixed(1)}% of tokens get no expert` : '';
+  const pct = (v: number): string => `${(v * 100).toFixed(1)}%`;
+  const router = state.settings.router;
+  dropEl.textContent = !Number.isFinite(drop)
+    ? ''
+    : router === 'soft'
+      ? `${pct(drop)}: Soft MoE mixes every token into every slot`
+      : router === 'expert-choice'
+        ? `${pct(dropTok)} of tokens chosen by no expert`
+        : `${pct(drop)} of assignments, ${pct(dropTok)} of tokens lost every expert`;
 
   const maxEntropy = Math.log(state.settings.router === 'soft' ? E * 1 : E);
   lineChart($<HTMLCanvasElement>('chart-entropy'), [

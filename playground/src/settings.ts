@@ -153,7 +153,8 @@ export function settingsFromQuery(query: string): { settings: Settings; errors: 
       errors.push(e.message);
       current = { ...current, [e.field]: DEFAULTS[e.field as keyof Settings] };
       if (e.field === 'k') current.k = Math.min(DEFAULTS.k, current.experts);
-      if (e.field === 'capacity') current.capacity = 1.25;
+      // Dropless (the default) is only valid for top-k; Switch and expert choice fall back to Switch's 1.25.
+      if (e.field === 'capacity' && current.router !== 'topk') current.capacity = 1.25;
     }
   }
   return { settings: { ...DEFAULTS }, errors };

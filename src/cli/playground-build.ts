@@ -7,7 +7,7 @@
  */
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { cp, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
-import { dirname, join, resolve } from 'node:path';
+import { dirname, join, relative, resolve, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Plugin } from 'esbuild';
 import { loadCorpus } from '../data/corpus.js';
@@ -206,7 +206,14 @@ export async function buildPlayground(outDir = defaultPlaygroundDir(), opts: { m
       plugins: [browserBackendPlugin],
     });
     const bundles: Record<string, number> = {};
-    for (const [file, info] of Object.entries(result.metafile.outputs)) if (file.endsWith('.js')) bundles[file.split('/').pop() as string] = info.bytes;
+    const inputs: Record<string, string[]> = {};
+    for (const [file, info] of Object.entries(result.metafile.outputs)) {
+      if (!file.endsWith('.js')) continue;
+      const name = file.split('/').pop() as string;
+      bundles[name] = info.bytes;
+      // Source files in each bundle, relative to the package root (the tests check the engine is in the Worker only).
+      inputs[name] = Object.keys(info.inputs).map((f) => relative(root, resolve(f)).split(sep).join('/')).sort();
+    }
     await cp(join(src, 'index.html'), join(tmp, 'index.html'));
     await cp(join(src, 'style.css'), join(tmp, 'style.css'));
     await writeFile(join(tmp, 'data', 'moby-dick.txt'), mobyDickExcerpt());
@@ -215,7 +222,7 @@ export async function buildPlayground(outDir = defaultPlaygroundDir(), opts: { m
     await writeFile(join(tmp, 'data', 'images.json'), JSON.stringify({ count: images.labels.length, side: IMAGE_SIDE, classes: images.classes, source: images.source }));
     await writeFile(join(tmp, 'moe.html'), await renderMoeDoc(await readFile(join(root, 'docs', 'moe.md'), 'utf8')));
     const info: PlaygroundBuild = { dir: target, imageSource: images.source, bundles };
-    await writeFile(join(tmp, 'build.json'), JSON.stringify({ ...info, builtAt: new Date().toISOString() }, null, 2));
+    await writeFile(join(tmp, 'build.json'), JSON.stringify({ ...info, inputs, builtAt: new Date().toISOString() }, null, 2));
     await rm(target, { recursive: true, force: true });
     await mkdir(dirname(target), { recursive: true });
     await rename(tmp, target);
