@@ -6,6 +6,7 @@ import { noGrad } from '../tensor/autodiff.js';
 import { Tensor } from '../tensor/tensor.js';
 import { loadLanguageModel, routingSample } from '../train/lm-run.js';
 import { loadSparkline } from './common.js';
+import { adapterRouting, loadAdapted } from './lora.js';
 import { colourByExpert } from './summary.js';
 
 export function inspectCommand(): Command {
@@ -15,7 +16,8 @@ export function inspectCommand(): Command {
     .option('--text <text>', 'text to route', 'Call me Ishmael. Some years ago, never mind how long precisely, I thought I would sail about a little.')
     .option('--file <path>', 'route the contents of a file instead')
     .option('--json', 'print the routing as JSON')
-    .action(async (ckpt: string, o: { text: string; file?: string; json?: boolean }) => {
+    .option('--mixture <dir>', 'with a LoRA mixture: also show which adapter each token used')
+    .action(async (ckpt: string, o: { text: string; file?: string; json?: boolean; mixture?: string }) => {
       let text = o.text;
       if (o.file) {
         try {
@@ -27,10 +29,16 @@ export function inspectCommand(): Command {
       const { model, tokenizer } = await loadLanguageModel(ckpt);
       const ids = tokenizer.encode(text).slice(0, model.config.maxSeqLen);
       if (ids.length === 0) throw new ConfigError('--text', text, 'encodes to no tokens');
+      // The mixture runs on its own copy of the base; the expert routing below is the base model's own.
+      const adapted = o.mixture ? await loadAdapted(ckpt, { mixture: o.mixture }) : null;
+      const lora = adapted?.lora ?? null;
+      const adapters = lora ? adapterRouting(lora, tokenizer, ids, o.json ? false : undefined) : null;
+      if (adapters && lora && !o.json) console.log(`adapters per token (${adapters.legend}):\n  ${adapters.text}\n`);
       const sample = routingSample(model, tokenizer, ids);
       const out = noGrad(() => model.forward(Tensor.indices(ids, [1, ids.length])));
       if (o.json) {
-        console.log(JSON.stringify({ ...sample, stats: out.moe.map(({ layer, out: m }) => ({ layer, ...m.stats })) }));
+        const adapterInfo = adapters && lora ? { adapters: { names: lora.adapterNames, tokensPerAdapter: adapters.load, text: adapters.text } } : {};
+        console.log(JSON.stringify({ ...sample, stats: out.moe.map(({ layer, out: m }) => ({ layer, ...m.stats })), ...adapterInfo }));
         return;
       }
       if (sample.layers.length === 0) {

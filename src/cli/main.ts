@@ -10,6 +10,7 @@ import { evalCommand } from './eval.js';
 import { expertServerCommand } from './expert-server.js';
 import { infoCommand } from './info.js';
 import { inspectCommand } from './inspect.js';
+import { loraCommand } from './lora.js';
 import { playgroundCommand } from './playground.js';
 import { importCommand } from './import.js';
 import { sampleCommand } from './sample.js';
@@ -27,7 +28,7 @@ export function buildProgram(): Command {
     .description('Switchyard: Mixture-of-Experts for TypeScript. Build, train, inspect and serve sparse MoE models.')
     .version(pkg.version)
     .showSuggestionAfterError(false);
-  for (const cmd of [demoCommand(), trainCommand(), evalCommand(), sampleCommand(), inspectCommand(), importCommand(), compareCommand(), benchCommand(), infoCommand(), serveCommand(), expertServerCommand(), playgroundCommand()]) {
+  for (const cmd of [demoCommand(), trainCommand(), evalCommand(), sampleCommand(), inspectCommand(), importCommand(), compareCommand(), benchCommand(), infoCommand(), serveCommand(), expertServerCommand(), playgroundCommand(), loraCommand()]) {
     program.addCommand(cmd);
   }
   // Errors become one line on stderr and a non-zero exit, never a stack trace.

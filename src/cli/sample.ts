@@ -1,7 +1,7 @@
 /** `switchyard sample <checkpoint> --prompt <text>`: generate text from a trained model. */
 import { Command } from 'commander';
-import { loadLanguageModel } from '../train/lm-run.js';
 import { intOption, numberOption } from './common.js';
+import { adapterRouting, loadAdapted } from './lora.js';
 
 export function sampleCommand(): Command {
   return new Command('sample')
@@ -12,9 +12,17 @@ export function sampleCommand(): Command {
     .option('--temperature <x>', 'sampling temperature (0 = greedy)', numberOption('--temperature', { min: 0 }), 0.8)
     .option('--top-p <x>', 'nucleus sampling mass', numberOption('--top-p', { positive: true }), 0.95)
     .option('--seed <n>', 'sampling seed', intOption('--seed', 0), 0)
-    .action(async (ckpt: string, o: { prompt: string; maxTokens: number; temperature: number; topP: number; seed: number }) => {
-      const { model, tokenizer } = await loadLanguageModel(ckpt);
-      const out = model.generate(tokenizer.encode(o.prompt), o.maxTokens, { temperature: o.temperature, topP: Math.min(1, o.topP), seed: o.seed });
+    .option('--mixture <dir>', 'run with a LoRA mixture (switchyard lora mix) and show which adapter each token used')
+    .option('--adapter <dir>', 'run with one LoRA adapter folder (switchyard lora train, or PEFT)')
+    .action(async (ckpt: string, o: { prompt: string; maxTokens: number; temperature: number; topP: number; seed: number; mixture?: string; adapter?: string }) => {
+      const { generate, tokenizer, lora, maxSeqLen } = await loadAdapted(ckpt, o);
+      const promptIds = tokenizer.encode(o.prompt);
+      const out = generate(promptIds, o.maxTokens, { temperature: o.temperature, topP: Math.min(1, o.topP), seed: o.seed });
       process.stdout.write(o.prompt + tokenizer.decode(out) + '\n');
+      if (lora && lora.adapterNames.length > 1) {
+        // The adapter each token used: route the text (its last maxSeqLen tokens) through the mixture.
+        const r = adapterRouting(lora, tokenizer, [...promptIds, ...out].slice(-maxSeqLen));
+        process.stdout.write(`\nadapters per token (${r.legend}):\n${r.text}\n`);
+      }
     });
 }

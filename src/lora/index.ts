@@ -5,3 +5,4 @@ export * from './lora-linear.js';
 export * from './router.js';
 export * from './mixture.js';
 export * from './peft.js';
+export * from './workflow.js';
