@@ -3,10 +3,12 @@
  * per-token routing it draws (checked against the layer's own dispatch plan and stats), live router
  * changes keeping weights, the static build (bundles, datasets, doc anchors) and its server.
  */
+import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildPlayground, headingSlug, IMAGE_SIDE, MOBY_DICK_EXCERPT_CHARS, syntheticShapes } from '../src/cli/playground-build.js';
 import { ISOLATION_HEADERS, servePlayground, type PlaygroundServer } from '../src/cli/playground-server.js';
@@ -193,4 +195,56 @@ describe('playground build and server', () => {
     // Still up after bad requests.
     expect((await fetch(`${server.url}style.css`)).status).toBe(200);
   });
+});
+
+const bin = join(resolve(dirname(fileURLToPath(import.meta.url)), '..'), 'dist', 'cli', 'main.js');
+
+describe.skipIf(!existsSync(bin))('switchyard playground (CLI, from dist/)', () => {
+  it('rejects a bad --port in one line', () => {
+    const r = spawnSync(process.execPath, [bin, 'playground', '--port', 'abc'], { encoding: 'utf8', timeout: 30_000 });
+    expect(r.status).not.toBe(0);
+    expect(r.stderr.trim().split('\n')).toHaveLength(1);
+    expect(r.stderr).toMatch(/^switchyard: .*--port must be an integer >= 0, got "abc"/);
+  });
+
+  it('--build <dir> writes the static site', async () => {
+    const out = await mkdtemp(join(tmpdir(), 'switchyard-playground-cli-'));
+    try {
+      const r = spawnSync(process.execPath, [bin, 'playground', '--build', join(out, 'www')], { encoding: 'utf8', timeout: 60_000 });
+      expect(r.status, r.stderr).toBe(0);
+      expect(r.stdout).toMatch(/static site written to .*www/);
+      for (const f of ['index.html', 'moe.html', 'assets/main.js', 'assets/worker.js', 'data/moby-dick.txt', 'data/images.bin']) expect(existsSync(join(out, 'www', f)), f).toBe(true);
+    } finally {
+      await rm(out, { recursive: true, force: true });
+    }
+  });
+
+  it('serves on 127.0.0.1 with COOP/COEP, prints the URL, and stops on SIGTERM', async () => {
+    const child = spawn(process.execPath, [bin, 'playground', '--port', '0'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    try {
+      let out = '';
+      const url = await new Promise<string>((res, rej) => {
+        const timer = setTimeout(() => rej(new Error(`no URL printed in 60 s: ${out}`)), 60_000);
+        child.stdout.on('data', (d: Buffer) => {
+          out += d.toString();
+          const m = /open (http:\/\/127\.0\.0\.1:\d+\/)/.exec(out);
+          if (m) {
+            clearTimeout(timer);
+            res(m[1]);
+          }
+        });
+        child.on('exit', (code) => rej(new Error(`exited ${code}: ${out}`)));
+      });
+      const res = await fetch(url);
+      expect(res.status).toBe(200);
+      expect(res.headers.get('cross-origin-opener-policy')).toBe('same-origin');
+      expect(res.headers.get('cross-origin-embedder-policy')).toBe('require-corp');
+      expect(await res.text()).toContain('assets/main.js');
+      const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
+      child.kill('SIGTERM');
+      expect(await exited).toBe(0);
+    } finally {
+      if (child.exitCode === null) child.kill('SIGKILL');
+    }
+  }, 90_000);
 });
