@@ -33,9 +33,14 @@ const BINARY_CODE: Partial<Record<BinaryOp, number>> = { add: 0, sub: 1, mul: 2,
 const MATH = /* wgsl */ `
 fn is_nan(x: f32) -> bool { return (bitcast<u32>(x) & 0x7fffffffu) > 0x7f800000u; }
 fn is_inf(x: f32) -> bool { return (bitcast<u32>(x) & 0x7fffffffu) == 0x7f800000u; }
-fn qnan() -> f32 { return bitcast<f32>(0x7fc00000u); }
-fn pinf() -> f32 { return bitcast<f32>(0x7f800000u); }
-fn ninf() -> f32 { return bitcast<f32>(0xff800000u); }
+// NaN/Inf must not come from a const-expression (a shader-creation error): read the bits from
+// private variables instead.
+var<private> NAN_BITS: u32 = 0x7fc00000u;
+var<private> PINF_BITS: u32 = 0x7f800000u;
+var<private> NINF_BITS: u32 = 0xff800000u;
+fn qnan() -> f32 { return bitcast<f32>(NAN_BITS); }
+fn pinf() -> f32 { return bitcast<f32>(PINF_BITS); }
+fn ninf() -> f32 { return bitcast<f32>(NINF_BITS); }
 
 // exp: Cody-Waite reduction, degree-5 polynomial, two-step scaling (as sy_exp2part with b = 0)
 fn sy_exp(s: f32) -> f32 {
@@ -90,6 +95,16 @@ fn sy_sigmoid(v: f32) -> f32 {
   if (v >= 0.0) { r = inv; }
   if (is_nan(v)) { r = v; }
   return r;
+}
+
+// silu(v) = v·sigmoid(v). Below -80, exp(v) is near or under the subnormal range, which GPUs may
+// flush to zero, while v·exp(v) is still a normal float: form it as exp(v + log|v|) instead.
+fn sy_silu(v: f32) -> f32 {
+  if (v < -80.0 && !is_inf(v)) {
+    let e = sy_exp(v);
+    return -sy_exp(v + sy_log(-v)) / (1.0 + e);
+  }
+  return v * sy_sigmoid(v);
 }
 
 fn sy_tanh(x: f32) -> f32 {
@@ -155,10 +170,10 @@ fn unary(op: u32, v: f32) -> f32 {
     case 4u: { if (v < 0.0) { return qnan(); } return sqrt(v); }
     case 6u: { return sy_tanh(v); }
     case 7u: { return sy_sigmoid(v); }
-    case 9u: { if (is_nan(v)) { return v; } return select(0.0, v, v > 0.0); }
-    case 12u: { return v * sy_sigmoid(v); }
+    case 9u: { return select(0.0, v, v > 0.0); }
+    case 12u: { return sy_silu(v); }
     case 13u: { return v * v; }
-    case 14u: { if (is_nan(v)) { return v; } return select(select(0.0, -1.0, v < 0.0), 1.0, v > 0.0); }
+    case 14u: { return select(select(0.0, -1.0, v < 0.0), 1.0, v > 0.0); }
     default: { return qnan(); }
   }
 }
@@ -189,13 +204,13 @@ fn affine_main(@builtin(global_invocation_id) g: vec3<u32>) {
 
 const BINARY = /* wgsl */ `
 ${MATH}
-// out[idx] = a[idx·as] op b[idx·bs] over outShape; meta = [nd, shape..., as..., bs...]
+// out[idx] = a[idx·as] op b[idx·bs] over outShape; geom = [shape..., as..., bs...]
 struct P { op: u32, n: u32, nd: u32, pad: u32 }
 @group(0) @binding(0) var<storage, read> a: array<f32>;
 @group(0) @binding(1) var<storage, read> b: array<f32>;
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
 @group(0) @binding(3) var<uniform> u: P;
-@group(0) @binding(4) var<storage, read> meta: array<i32>;
+@group(0) @binding(4) var<storage, read> geom: array<i32>;
 
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) g: vec3<u32>) {
@@ -203,11 +218,11 @@ fn main(@builtin(global_invocation_id) g: vec3<u32>) {
   if (i >= u.n) { return; }
   var rem = i; var ai = 0i; var bi = 0i;
   for (var d = i32(u.nd) - 1; d >= 0; d = d - 1) {
-    let s = u32(meta[d]);
+    let s = u32(geom[d]);
     let q = rem % s;
     rem = rem / s;
-    ai = ai + i32(q) * meta[i32(u.nd) + d];
-    bi = bi + i32(q) * meta[2 * i32(u.nd) + d];
+    ai = ai + i32(q) * geom[i32(u.nd) + d];
+    bi = bi + i32(q) * geom[2 * i32(u.nd) + d];
   }
   let x = a[ai]; let y = b[bi];
   var r: f32;
@@ -296,6 +311,23 @@ fn gather_main(@builtin(global_invocation_id) g: vec3<u32>) {
   out[e] = src[u32(idx[i]) * u.cols + c];
 }
 
+fn split(a: f32) -> vec2<f32> {
+  let c = 4097.0 * a;
+  let hi = c - (c - a);
+  return vec2<f32>(hi, a - hi);
+}
+// round(acc + a·b) with a·b exact: two-product, then two-sum with the error terms.
+fn add_prod(acc: f32, a: f32, b: f32) -> f32 {
+  let p = a * b;
+  if ((bitcast<u32>(p) & 0x7f800000u) == 0x7f800000u || abs(a) > 1e30 || abs(b) > 1e30) { return acc + p; }
+  let sa = split(a); let sb = split(b);
+  let pe = ((sa.x * sb.x - p) + sa.x * sb.y + sa.y * sb.x) + sa.y * sb.y;
+  let s = acc + p;
+  let bb = s - acc;
+  let se = (acc - (s - bb)) + (p - bb);
+  return s + (se + pe);
+}
+
 // One invocation per output element, adding its rows in increasing i: deterministic, no atomics.
 @compute @workgroup_size(64)
 fn scatter_main(@builtin(global_invocation_id) g: vec3<u32>) {
@@ -305,8 +337,9 @@ fn scatter_main(@builtin(global_invocation_id) g: vec3<u32>) {
   var acc = out[e];
   for (var i = 0u; i < u.nidx; i = i + 1u) {
     if (idx[i] == r) {
-      // one rounding per step, as the reference (double product, rounded sum)
-      if (u.weighted != 0u) { acc = fma(src[i * u.cols + c], w[i], acc); } else { acc = acc + src[i * u.cols + c]; }
+      // as the reference: the exact product w·s added with one rounding (fma is not guaranteed to be
+      // fused, so the product is split exactly, Dekker/Veltkamp, and summed with its error term)
+      if (u.weighted != 0u) { acc = add_prod(acc, src[i * u.cols + c], w[i]); } else { acc = acc + src[i * u.cols + c]; }
     }
   }
   out[e] = acc;
@@ -353,6 +386,7 @@ export class WebGpuKernels {
   #pipeline(key: string, code: string, entry: string): GPUComputePipeline {
     let p = this.#pipelines.get(key);
     if (!p) {
+      // shader/pipeline errors surface through the validation scope of the #run that uses it
       const module = this.device.createShaderModule({ code });
       p = this.device.createComputePipeline({ layout: 'auto', compute: { module, entryPoint: entry } });
       this.#pipelines.set(key, p);
@@ -381,6 +415,7 @@ export class WebGpuKernels {
   /** Encode one dispatch, copy `result` (bytes [0, bytes)) to a staging buffer, submit, read back. */
   async #run(pipeline: GPUComputePipeline, bindings: GPUBuffer[], groups: [number, number, number], result: GPUBuffer, bytes: number, into: Uint8Array): Promise<void> {
     const scratch = [...bindings];
+    this.device.pushErrorScope('validation');
     try {
       const enc = this.device.createCommandEncoder();
       const bind = this.device.createBindGroup({
@@ -396,18 +431,26 @@ export class WebGpuKernels {
       }
       if (bytes === 0) {
         this.device.queue.submit([enc.finish()]);
+        await this.#checkErrors();
         return;
       }
       const staging = this.device.createBuffer({ size: padBytes(bytes), usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
       scratch.push(staging);
       enc.copyBufferToBuffer(result, 0, staging, 0, padBytes(bytes));
       this.device.queue.submit([enc.finish()]);
+      await this.#checkErrors();
       await staging.mapAsync(GPUMapMode.READ);
       into.set(new Uint8Array(staging.getMappedRange(0, padBytes(bytes)), 0, bytes));
       staging.unmap();
     } finally {
       for (const b of scratch) b.destroy();
     }
+  }
+
+  /** Pop the validation scope pushed by #run: a GPU validation error becomes an exception. */
+  async #checkErrors(): Promise<void> {
+    const err = await this.device.popErrorScope();
+    if (err) throw new Error(`WebGPU validation error: ${err.message}`);
   }
 
   /** Batched/grouped GEMM over a task list (see Backend.gemm): one dispatch for every task. */
