@@ -30,7 +30,6 @@ const state = {
   viewStep: 0,
   dirty: true,
   viewDirty: true,
-  startedAt: performance.now(),
   firstStepAt: 0,
 };
 
@@ -460,7 +459,11 @@ function drawView(): void {
   else drawImages(v);
 }
 
-function frame(): void {
+let lastFrame = 0;
+let longestGap = 0;
+function frame(now: number): void {
+  if (lastFrame) longestGap = Math.max(longestGap, now - lastFrame);
+  lastFrame = now;
   if (state.dirty) {
     state.dirty = false;
     drawCharts();
@@ -481,12 +484,20 @@ showSettings(state.settings);
 window.addEventListener('resize', () => { state.dirty = true; state.viewDirty = true; });
 send({ type: 'init', settings: state.settings });
 requestAnimationFrame(frame);
+const interactiveAt = performance.now();
 
 /** Read-only hooks for the browser tests and the benchmark (numbers shown on the page, nothing else). */
 (window as unknown as { __playground: unknown }).__playground = {
   history: () => state.history.map((r) => ({ ...r })),
   settings: () => ({ ...state.settings }),
   version: () => state.version,
-  timing: () => ({ firstStepMs: state.firstStepAt ? state.firstStepAt - state.startedAt : null }),
+  /** Milliseconds since navigation start: controls wired (interactive) and first training step shown. */
+  timing: () => ({ interactiveMs: interactiveAt, firstStepMs: state.firstStepAt || null }),
+  /** Longest gap between animation frames since the last call (ms): a blocked UI thread shows here. */
+  takeLongestFrameGap: () => {
+    const g = longestGap;
+    longestGap = 0;
+    return g;
+  },
   stepsPerSecond: () => state.stepsPerSecond,
 };
