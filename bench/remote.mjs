@@ -5,7 +5,9 @@
 // 4 `switchyard expert-server` processes on loopback (experts split e mod P; each process hosts
 // that share of every layer), through a nats-server started here. Configurations alternate
 // round by round; medians are reported, with bytes moved per token (requests + replies) and
-// NATS requests per step. Outputs are checked equal to local before timing.
+// NATS requests per step. Outputs are checked equal to local before timing. The expert servers
+// split this machine's cores (SWITCHYARD_THREADS = cores / P, at least 1): their kernel threads
+// spin briefly between jobs, and P processes each spinning on every core would fight.
 //
 // Usage: node bench/remote.mjs [--quick]   (env: BENCH_ROUNDS, BENCH_STEPS)
 import { spawn } from 'node:child_process';
@@ -23,6 +25,7 @@ const STEPS = Number(process.env.BENCH_STEPS ?? (QUICK ? 3 : 10));
 const SHAPES = QUICK ? [[1, 64]] : [[1, 64], [2, 128]]; // [batch, seq]: 64 and 256 tokens per step
 const PROCS = [2, 4];
 const NATS = process.env.NATS_SERVER ?? (existsSync('/usr/sbin/nats-server') ? '/usr/sbin/nats-server' : 'nats-server');
+const SERVER_THREADS = (P) => Math.max(1, Math.floor(os.cpus().length / P));
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const children = new Set();
 
@@ -68,7 +71,9 @@ async function main() {
     for (const P of PROCS) {
       for (let i = 0; i < P; i++) {
         const spec = Array.from({ length: E }, (_, e) => e).filter((e) => e % P === i).map((e) => `*:${e}`).join(',');
-        const proc = track(spawn(process.execPath, [join(root, 'dist/cli/main.js'), 'expert-server', '--checkpoint', run, '--experts', spec, '--nats', url, '--model-id', `bench-p${P}`], { stdio: ['ignore', 'pipe', 'inherit'] }));
+        // The P servers share this machine's cores (on separate machines each would use all of its own).
+        const env = { ...process.env, SWITCHYARD_THREADS: String(SERVER_THREADS(P)) };
+        const proc = track(spawn(process.execPath, [join(root, 'dist/cli/main.js'), 'expert-server', '--checkpoint', run, '--experts', spec, '--nats', url, '--model-id', `bench-p${P}`], { stdio: ['ignore', 'pipe', 'inherit'], env }));
         ready.push(waitLine(proc, 'stdout', /serving/, 120_000, `expert-server ${spec}`));
       }
     }
@@ -83,7 +88,7 @@ async function main() {
       if (rep.instances.length !== P) throw new Error(`expected ${P} expert servers for bench-p${P}, found ${rep.instances.length}`);
       routers.push({ name: `${P} expert servers`, P, model: served.model, remote, close: async () => { await remote.close(); await served.close(); } });
     }
-    console.log(`\nRemote experts over NATS (demo model: ${DEMO_LM.nLayers} MoE layers, ${E} experts top-${DEMO_LM.moe.router.k}, dModel ${DEMO_LM.dModel}; forward only; loopback; ${ROUNDS} rounds x ${STEPS} steps, medians)`);
+    console.log(`\nRemote experts over NATS (demo model: ${DEMO_LM.nLayers} MoE layers, ${E} experts top-${DEMO_LM.moe.router.k}, dModel ${DEMO_LM.dModel}; forward only; loopback; ${ROUNDS} rounds x ${STEPS} steps, medians; expert servers with SWITCHYARD_THREADS=${PROCS.map(SERVER_THREADS).join('/')} for ${PROCS.join('/')} servers)`);
     for (const [B, T] of SHAPES) {
       const tokens = B * T;
       const ids = Tensor.indices(Array.from({ length: tokens }, (_, i) => (i * 7919 + 13) % 90), [B, T]);

@@ -135,6 +135,16 @@ export class ExpertServer {
     };
 
     /** Answer one request; `fixed` is the (layer, expert) of a per-expert subject, null on the direct subject. */
+    /** Whatever goes wrong with one message stays with that message: the server keeps serving. */
+    const safely = (msg: ServiceMsg, fixed: [number, number] | null): void => {
+      try {
+        handle(msg, fixed);
+      } catch (e) {
+        counters.errors++;
+        reject(msg, 500, `internal error: ${(e as Error).message}`);
+      }
+    };
+
     const handle = (msg: ServiceMsg, fixed: [number, number] | null): void => {
       counters.bytesIn += msg.data.length;
       let m;
@@ -179,10 +189,10 @@ export class ExpertServer {
 
     for (const [li, set] of [...opts.experts].sort((a, b) => a[0] - b[0])) {
       for (const e of [...set].sort((a, b) => a - b)) {
-        service.addEndpoint(`${li}-${e}`, { subject: expertSubject(modelId, li, e), metadata: { layer: String(li), expert: String(e) }, handler: (err, msg) => (err ? log(`endpoint ${li}:${e}: ${err.message}`) : handle(msg, [li, e])) });
+        service.addEndpoint(`${li}-${e}`, { subject: expertSubject(modelId, li, e), metadata: { layer: String(li), expert: String(e) }, handler: (err, msg) => (err ? log(`endpoint ${li}:${e}: ${err.message}`) : safely(msg, [li, e])) });
       }
     }
-    service.addEndpoint('direct', { subject: directSubject(modelId, server.id), handler: (err, msg) => (err ? log(`direct endpoint: ${err.message}`) : handle(msg, null)) });
+    service.addEndpoint('direct', { subject: directSubject(modelId, server.id), handler: (err, msg) => (err ? log(`direct endpoint: ${err.message}`) : safely(msg, null)) });
     service.addEndpoint('stats', {
       subject: statsSubject(modelId, server.id),
       handler: (err, msg) => {
