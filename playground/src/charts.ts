@@ -52,10 +52,12 @@ export interface Series {
   color: string;
   width?: number;
   dash?: number[];
+  /** Stretch the series over the whole x axis (a reference line given by its two ends). */
+  span?: boolean;
 }
 
 /** A line chart of several series over the same step axis (steps = offset + index). */
-export function lineChart(canvas: HTMLCanvasElement, series: Series[], opts: { yMin?: number; yMax?: number; steps: number; percent?: boolean }): void {
+export function lineChart(canvas: HTMLCanvasElement, series: Series[], opts: { yMin?: number; yMax?: number; steps: number; first?: number; percent?: boolean }): void {
   const { g, w, h } = fit(canvas);
   const left = 40, right = 8, top = 6, bottom = 18;
   const pw = w - left - right, ph = h - top - bottom;
@@ -83,7 +85,9 @@ export function lineChart(canvas: HTMLCanvasElement, series: Series[], opts: { y
   }
   g.textAlign = 'center';
   g.textBaseline = 'top';
-  for (const t of niceTicks(0, n - 1)) if (t >= 0) g.fillText(String(Math.round(t)), X(t), top + ph + 4);
+  // x ticks are training steps: the series' index plus the step of its first value.
+  const first = opts.first ?? 0;
+  for (const t of niceTicks(first, first + n - 1)) if (t >= first) g.fillText(String(Math.round(t)), X(t - first), top + ph + 4);
   ds.forEach((d, si) => {
     const s = series[si];
     g.strokeStyle = s.color;
@@ -94,7 +98,8 @@ export function lineChart(canvas: HTMLCanvasElement, series: Series[], opts: { y
     d.x.forEach((x, i) => {
       const v = d.y[i];
       if (!Number.isFinite(v)) { started = false; return; }
-      const px = X(x + (s.values.length > d.x.length ? (s.values.length / d.x.length) / 2 : 0)), py = Y(Math.min(hi, Math.max(lo, v)));
+      const at = s.span ? (x / Math.max(1, s.values.length - 1)) * (n - 1) : x + (s.values.length > d.x.length ? s.values.length / d.x.length / 2 : 0);
+      const px = X(at), py = Y(Math.min(hi, Math.max(lo, v)));
       if (started) g.lineTo(px, py); else { g.moveTo(px, py); started = true; }
     });
     g.stroke();

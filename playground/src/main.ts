@@ -178,8 +178,18 @@ $('share').addEventListener('click', () => {
   );
 });
 
+/** Per-step chart series, appended as records arrive (so a frame does not re-derive them from the history). */
+const series = { loss: [] as number[], lossEma: [] as number[], drop: [] as number[], entropy: [] as number[] };
+let lossEma = NaN;
+
+/** Settings version of the last reset: older step records belong to the previous model. */
+let resetVersion = 0;
+
 function resetHistory(): void {
+  resetVersion = state.version;
   state.history = [];
+  for (const a of Object.values(series)) a.length = 0;
+  lossEma = NaN;
   state.view = null;
   state.dirty = true;
   state.viewDirty = true;
@@ -192,11 +202,23 @@ worker.onmessage = (e: MessageEvent<FromWorker>) => {
   if (m.type === 'ready') {
     state.backend = m.backend;
     state.params = m.params;
-    if (m.version === state.version) state.history = [];
+    if (m.version === state.version) resetHistory();
   } else if (m.type === 'steps') {
     if (!state.firstStepAt && m.records.length) state.firstStepAt = performance.now();
-    for (const r of m.records) state.history.push(r);
-    if (state.history.length > MAX_HISTORY) state.history.splice(0, state.history.length - MAX_HISTORY);
+    for (const r of m.records) {
+      if (r.version < resetVersion) continue; // a step of the model before the last reset, still in flight
+      state.history.push(r);
+      series.loss.push(r.loss);
+      lossEma = Number.isFinite(lossEma) ? lossEma + 0.05 * (r.loss - lossEma) : r.loss;
+      series.lossEma.push(lossEma);
+      series.drop.push(r.dropFraction);
+      series.entropy.push(r.routerEntropy);
+    }
+    if (state.history.length > MAX_HISTORY) {
+      const extra = state.history.length - MAX_HISTORY;
+      state.history.splice(0, extra);
+      for (const a of Object.values(series)) a.splice(0, extra);
+    }
     if (m.records.length) state.stepsPerSecond = state.stepsPerSecond ? 0.8 * state.stepsPerSecond + 0.2 * m.stepsPerSecond : m.stepsPerSecond;
   } else if (m.type === 'view') {
     state.view = m.view;
@@ -211,16 +233,6 @@ worker.onmessage = (e: MessageEvent<FromWorker>) => {
 worker.onerror = (e) => showErrors([`worker: ${e.message}`]);
 
 // ---- drawing -----------------------------------------------------------------------------------
-
-function ema(values: number[], alpha: number): number[] {
-  const out: number[] = [];
-  let m = NaN;
-  for (const v of values) {
-    m = Number.isFinite(m) ? m + alpha * (v - m) : v;
-    out.push(m);
-  }
-  return out;
-}
 
 /** Mean of the last ≤ n records run with the current settings (so a knob change shows at once). */
 function recent(n: number, f: (r: StepRecord) => number): number {
@@ -237,12 +249,10 @@ function recent(n: number, f: (r: StepRecord) => number): number {
 function drawCharts(): void {
   const h = state.history;
   const E = state.settings.experts;
-  const steps = h.length ? h[h.length - 1].step : 0;
-  const loss = h.map((r) => r.loss);
   lineChart($<HTMLCanvasElement>('chart-loss'), [
-    { values: loss, color: '#bbbbbb', width: 1 },
-    { values: ema(loss, 0.05), color: '#0072B2', width: 2 },
-  ], { steps: Math.max(steps, 2), yMin: 0 });
+    { values: series.loss, color: '#bbbbbb', width: 1 },
+    { values: series.lossEma, color: '#0072B2', width: 2 },
+  ], { steps: Math.max(h.length, 2), first: h[0]?.step ?? 0, yMin: 0 });
   const lossNow = recent(20, (r) => r.loss);
   $('loss-value').textContent = Number.isFinite(lossNow) ? `${lossNow.toFixed(3)} (aux ${recent(20, (r) => r.aux).toFixed(4)})` : '';
 
@@ -261,7 +271,7 @@ function drawCharts(): void {
   }
   heatmap($<HTMLCanvasElement>('chart-heatmap'), grid, E, Math.max(1, used), { max: Math.min(1, 2.5 / E) });
 
-  lineChart($<HTMLCanvasElement>('chart-drop'), [{ values: h.map((r) => r.dropFraction), color: '#D55E00', width: 1.5 }], { steps: Math.max(steps, 2), yMin: 0, yMax: 1, percent: true });
+  lineChart($<HTMLCanvasElement>('chart-drop'), [{ values: series.drop, color: '#D55E00', width: 1.5 }], { steps: Math.max(h.length, 2), first: h[0]?.step ?? 0, yMin: 0, yMax: 1, percent: true });
   const drop = recent(10, (r) => r.dropFraction);
   const dropTok = recent(10, (r) => r.droppedTokens / r.tokens);
   const dropEl = $('drop-rate');
@@ -279,9 +289,9 @@ function drawCharts(): void {
 
   const maxEntropy = Math.log(state.settings.router === 'soft' ? E * 1 : E);
   lineChart($<HTMLCanvasElement>('chart-entropy'), [
-    { values: h.map((r) => r.routerEntropy), color: '#009E73', width: 1.5 },
-    { values: [maxEntropy, maxEntropy], color: '#000', width: 1, dash: [4, 3] },
-  ], { steps: Math.max(steps, 2), yMin: 0, yMax: maxEntropy * 1.05 });
+    { values: series.entropy, color: '#009E73', width: 1.5 },
+    { values: [maxEntropy, maxEntropy], color: '#000', width: 1, dash: [4, 3], span: true },
+  ], { steps: Math.max(h.length, 2), first: h[0]?.step ?? 0, yMin: 0, yMax: maxEntropy * 1.05 });
   const ent = recent(20, (r) => r.routerEntropy);
   $('entropy-value').textContent = Number.isFinite(ent) ? `${ent.toFixed(3)} nats (max ln ${E} = ${maxEntropy.toFixed(3)})` : '';
 
