@@ -205,6 +205,21 @@ describe('remote experts over NATS', () => {
     await kill(d.proc);
   }, 180_000);
 
+  it('splits blocks larger than a server accepts (--max-rows) into several requests, still exact', async () => {
+    const f = await startExpertServer(run, 'all', nats.url, ['--max-rows', '8']);
+    try {
+      const { remote, served } = await router();
+      expect(logits(served.model, batch(0))).toEqual(logits(reference, batch(0)));
+      const st = remote.stats();
+      expect(st.failures).toBe(0);
+      // 64 tokens × k=2 = 128 rows per layer in blocks of at most 8 rows: at least 16 requests per layer.
+      expect(st.requests).toBeGreaterThanOrEqual(MODEL.nLayers * 16);
+      expect((await serverStats(f.id)).rejected).toBe(0);
+    } finally {
+      await kill(f.proc);
+    }
+  }, 120_000);
+
   it('rejects malformed and oversized messages with an error, logs them, and keeps serving', async () => {
     const e = await startExpertServer(run, '0:0-1', nats.url, ['--max-rows', '8']);
     const nc = await connect({ servers: nats.url });

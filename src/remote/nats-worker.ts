@@ -116,6 +116,9 @@ async function discover(): Promise<InstanceInfo[]> {
   for (const id of [...suspect.keys()]) if (!alive.has(id)) suspect.delete(id);
   table = next;
   instances = found;
+  // Chunks never exceed the smallest row limit any server of this model announced.
+  const caps = found.map((f) => Number(f.metadata.maxRows)).filter((n) => Number.isInteger(n) && n > 0);
+  serverMaxRows = caps.length ? Math.min(...caps) : 65536;
   return found;
 }
 
@@ -220,6 +223,7 @@ async function chunk(m: RunMessage, task: RunTask, r0: number, rows: number, inp
 }
 
 let maxChunkRows = 1;
+let serverMaxRows = 65536;
 
 async function run(m: RunMessage): Promise<void> {
   const counters: RunResult = { id: m.id, failures: m.tasks.map(() => null), requests: 0, retries: 0, timeouts: 0, bytesSent: 0, bytesReceived: 0 };
@@ -269,11 +273,9 @@ async function main(): Promise<void> {
     return;
   }
   const maxPayload = nc.info?.max_payload ?? 1 << 20;
-  // The largest row count whose request fits in one NATS message (and the servers' default row cap).
-  maxChunkRows = 1;
   port.on('message', (m: { type: string; id?: number } & Partial<RunMessage>) => {
     if (m.type === 'run') {
-      maxChunkRows = Math.max(1, Math.min(65536, Math.floor((maxPayload - HEADER_BYTES) / (4 * (m.cols ?? 1)))));
+      maxChunkRows = Math.max(1, Math.min(serverMaxRows, Math.floor((maxPayload - HEADER_BYTES) / (4 * (m.cols ?? 1)))));
       void run(m as RunMessage);
     } else if (m.type === 'discover') {
       void refresh().then(() => port.postMessage({ type: 'discovered', id: m.id, instances }));

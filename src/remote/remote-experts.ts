@@ -130,6 +130,8 @@ export class RemoteExperts implements ExpertSource {
   private controlId = 0;
   private readonly pending = new Map<number, (m: unknown) => void>();
   private closedPromise: Promise<void> | null = null;
+  /** Why the worker is gone, if it is (every later forward fails at once instead of waiting). */
+  private dead: string | null = null;
   private attachedTo: MoELayer[] = [];
   private readonly counters = { calls: 0, requests: 0, retries: 0, timeouts: 0, failures: 0, droppedAssignments: 0, bytesSent: 0, bytesReceived: 0, remoteRows: 0, localRows: 0 };
   private readonly perExpert = new Map<string, RemoteExpertCounters>();
@@ -145,6 +147,13 @@ export class RemoteExperts implements ExpertSource {
     this.worker = worker;
     this.port = port;
     this.maxPayload = maxPayload;
+    worker.once('exit', (code) => {
+      this.dead ??= `the NATS worker thread exited (code ${code})`;
+      this.pending.get(-1)?.(null);
+    });
+    worker.on('error', (e) => {
+      this.dead = `the NATS worker thread failed: ${e.message}`;
+    });
     worker.on('message', (m: { type: string; id?: number }) => {
       if (m.type === 'discovered' && m.id !== undefined) this.pending.get(m.id)?.(m);
       if (m.type === 'closed') this.pending.get(-1)?.(m);
@@ -279,6 +288,7 @@ export class RemoteExperts implements ExpertSource {
     const li = this.layers.get(layer);
     if (li === undefined) throw new ConfigError('layer', 'MoELayer', 'is not a layer of the model RemoteExperts was connected with');
     if (this.closedPromise) throw new ConfigError('remote', this.modelId, 'RemoteExperts is closed');
+    if (this.dead) throw new ConfigError('remote', this.modelId, this.dead);
     const E = offsets.length - 1;
     const N = xs.shape[0], d = xs.shape[1];
     const x = xs.f32;
