@@ -812,6 +812,37 @@ static napi_value js_row_dot(napi_env env, napi_callback_info info) {
   return undef(env);
 }
 
+static napi_value js_rotary(napi_env env, napi_callback_info info) {
+  call_t c;
+  float *x, *out, *cs, *sn;
+  int64_t nx, no, ncs, nsn, rows, seq, heads, dim, start, tot;
+  int inverse;
+  if (!begin(&c, env, info, "rotary", 10)) return NULL;
+  arg_f32(&c, 0, "x", 0, &x, &nx);
+  arg_f32(&c, 1, "out", 0, &out, &no);
+  arg_f32(&c, 2, "cos", 0, &cs, &ncs);
+  arg_f32(&c, 3, "sin", 0, &sn, &nsn);
+  arg_count(&c, 4, "rows", &rows);
+  arg_count(&c, 5, "seqLen", &seq);
+  arg_count(&c, 6, "heads", &heads);
+  arg_count(&c, 7, "dim", &dim);
+  arg_count(&c, 8, "startPos", &start);
+  arg_bool(&c, 9, "inverse", &inverse);
+  if (!c.failed && (dim % 2 != 0 || seq < 1 || heads < 1)) {
+    throw_range(&c, "rotary: dim %lld must be even and seqLen %lld, heads %lld >= 1", (long long)dim, (long long)seq,
+                (long long)heads);
+  }
+  mul_ok(&c, rows, dim, &tot);
+  need(&c, "x", nx, tot);
+  need(&c, "out", no, tot);
+  /* positions start .. start + seq - 1 must be in the tables */
+  need(&c, "cos", ncs, (start + seq) * (dim / 2));
+  need(&c, "sin", nsn, (start + seq) * (dim / 2));
+  if (c.failed) return NULL;
+  sy_op_rotary(x, out, cs, sn, rows, seq, heads, dim, start, inverse);
+  return undef(env);
+}
+
 /* ---------------------------------------------------------------------------------------- */
 /* optimizer                                                                                 */
 /* ---------------------------------------------------------------------------------------- */
@@ -948,6 +979,7 @@ NAPI_MODULE_INIT() {
       {"gatherRows", js_gather_rows},
       {"scatterAddRows", js_scatter_add_rows},
       {"rowDot", js_row_dot},
+      {"rotary", js_rotary},
       {"sumSquares", js_sum_squares},
       {"adamw", js_adamw},
       {"threads", js_threads},

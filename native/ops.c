@@ -291,6 +291,43 @@ void sy_op_row_dot(const float *a, const float *b, int64_t rows, int64_t cols, f
   run_rows(&c);
 }
 
+/* Rotary embedding: blocks of ROT_ROWS rows per item. Each output pair is computed in double from
+ * exact float products and rounded once, as ReferenceBackend.rotary does, so results match it bit
+ * for bit whatever the ISA or thread count. */
+typedef struct {
+  const float *x, *cos_t, *sin_t;
+  float *out;
+  int64_t rows, seq, heads, dim, start;
+  int inverse;
+} rot_ctx;
+
+#define ROT_ROWS 64
+
+static void rot_item(void *vc, int64_t item, int tid) {
+  (void)tid;
+  const rot_ctx *c = (const rot_ctx *)vc;
+  const int64_t half = c->dim / 2, r1 = min64(c->rows, (item + 1) * ROT_ROWS);
+  const double sg = c->inverse ? -1.0 : 1.0;
+  for (int64_t r = item * ROT_ROWS; r < r1; r++) {
+    const int64_t pos = c->start + (r / c->heads) % c->seq;
+    const float *x = c->x + r * c->dim, *cs = c->cos_t + pos * half, *sn = c->sin_t + pos * half;
+    float *o = c->out + r * c->dim;
+    for (int64_t i = 0; i < half; i++) {
+      const double x1 = x[i], x2 = x[half + i], co = cs[i], si = sg * (double)sn[i];
+      const double y1 = x1 * co - x2 * si, y2 = x2 * co + x1 * si;
+      o[i] = (float)y1;
+      o[half + i] = (float)y2;
+    }
+  }
+}
+
+void sy_op_rotary(const float *x, float *out, const float *cos_t, const float *sin_t, int64_t rows, int64_t seq,
+                  int64_t heads, int64_t dim, int64_t start, int inverse) {
+  if (rows <= 0 || dim <= 0) return;
+  rot_ctx c = {x, cos_t, sin_t, out, rows, seq, heads, dim, start, inverse};
+  sy_parallel_for((rows + ROT_ROWS - 1) / ROT_ROWS, rot_item, &c);
+}
+
 /* Column-parallel weight/bias gradients: each item owns a fixed column block and sums all rows
  * in increasing order (exactly the reference's order, in double). */
 typedef struct {

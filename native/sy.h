@@ -199,6 +199,11 @@ void sy_op_gather_rows(const float *src, const int32_t *idx, int64_t nidx, int64
 void sy_op_scatter_add_rows(const float *src, const int32_t *idx, const float *w, int64_t nidx, int64_t cols,
                             float *out, int64_t out_rows);
 void sy_op_row_dot(const float *a, const float *b, int64_t rows, int64_t cols, float *out);
+/* Rotary embedding of rows of D floats ("rotate half"): row r at position start + (r / heads) % seq,
+ * with cos/sin tables [positions, D/2]; inverse rotates by -angle. In double, rounded once per
+ * output (bit-identical to the reference). out may alias x. */
+void sy_op_rotary(const float *x, float *out, const float *cos_t, const float *sin_t, int64_t rows, int64_t seq,
+                  int64_t heads, int64_t dim, int64_t start, int inverse);
 /* Σ x² in double over fixed chunks of SY_SUMSQ_CHUNK elements, the per-chunk partial sums added in
  * chunk order: the result depends only on n (not on threads or, see sum_squares, the ISA). */
 #define SY_SUMSQ_CHUNK 65536

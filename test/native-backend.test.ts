@@ -628,6 +628,29 @@ function elementwiseTests(nb: NativeBackend, setup: () => void): void {
 
 function rowwiseTests(nb: NativeBackend, setup: () => void): void {
   describe('row-wise', () => {
+    it('rotary: bit-identical to the reference (both layouts, offsets, inverse, in place)', () => {
+      setup();
+      let seed = 1500;
+      for (const [rows, seqLen, heads, dim, start] of [[8, 8, 1, 2, 0], [96, 12, 4, 32, 5], [70, 7, 2, 6, 0], [0, 4, 1, 8, 0]]) {
+        const positions = start + seqLen, half = dim / 2;
+        const cos = randArray(positions * half, seed++, -1, 1), sin = randArray(positions * half, seed++, -1, 1);
+        const x = randArray(rows * dim, seed++, -4, 4);
+        for (const inverse of [false, true]) {
+          const want = new Float32Array(x.length), got = new Float32Array(x.length);
+          ref.rotary(x, want, cos, sin, rows, seqLen, heads, dim, start, inverse);
+          nb.rotary(x, got, cos, sin, rows, seqLen, heads, dim, start, inverse);
+          expect(Array.from(got)).toEqual(Array.from(want));
+          const inPlace = Float32Array.from(x);
+          nb.rotary(inPlace, inPlace, cos, sin, rows, seqLen, heads, dim, start, inverse);
+          expect(Array.from(inPlace)).toEqual(Array.from(want));
+        }
+      }
+      const f = (n: number): Float32Array => new Float32Array(n);
+      expect(() => nb.rotary(f(16), f(16), f(3), f(4), 2, 2, 1, 8, 0, false)).toThrow(/cos has 3 elements/);
+      expect(() => nb.rotary(f(12), f(12), f(8), f(8), 2, 2, 1, 6, 1, false)).toThrow(/needs at least 9/);
+      expect(() => nb.rotary(f(14), f(14), f(8), f(8), 2, 2, 1, 7, 0, false)).toThrow(/even/);
+    });
+
     const shapes: [number, number][] = [[1, 1], [3, 7], [7, 33], [5, 257], [64, 1000], [300, 257], [0, 5], [4, 0]];
 
     it('softmax, log-softmax, softmaxGrad, logsumexp (incl. -inf entries and large magnitudes)', () => {

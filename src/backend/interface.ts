@@ -164,6 +164,17 @@ export interface Backend {
   /** out[i] = Σ_c a[i, c] · b[i, c]: row-wise dot products (the combine-weight gradient). */
   rowDot(a: Float32Array, b: Float32Array, rows: number, cols: number, out: Float32Array): void;
 
+  /**
+   * Rotary position embedding (Su et al. 2021), "rotate half" layout: row r (of `dim` floats) is at
+   * position p = startPos + ⌊r / heads⌋ mod seqLen; with c = cos[p, i], s = ±sin[p, i] (minus when
+   * inverse, the backward), out[i] = x[i]·c − x[i+dim/2]·s and out[i+dim/2] = x[i+dim/2]·c + x[i]·s,
+   * computed in float64 and rounded once. cos/sin are [positions, dim/2] tables. out may alias x.
+   */
+  rotary(
+    x: Float32Array, out: Float32Array, cos: Float32Array, sin: Float32Array,
+    rows: number, seqLen: number, heads: number, dim: number, startPos: number, inverse: boolean,
+  ): void;
+
   /** Σ x[i]² accumulated in float64 (gradient-norm clipping). */
   sumSquares(x: Float32Array): number;
 

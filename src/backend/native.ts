@@ -38,6 +38,10 @@ interface NativeAddon {
   rowDot(a: Float32Array, b: Float32Array, rows: number, cols: number, out: Float32Array): void;
   /** Optional: absent from addons built before these kernels (the reference is used then). */
   sumSquares?(x: Float32Array): number;
+  rotary?(
+    x: Float32Array, out: Float32Array, cos: Float32Array, sin: Float32Array,
+    rows: number, seqLen: number, heads: number, dim: number, startPos: number, inverse: boolean,
+  ): void;
   adamw?(
     p: Float32Array,
     grad: Float32Array,
@@ -275,6 +279,14 @@ export class NativeBackend extends ReferenceBackend {
   }
 
   /** Σx² in float64 over fixed 65536-element chunks summed in chunk order (deterministic for any thread count). */
+  override rotary(
+    x: Float32Array, out: Float32Array, cos: Float32Array, sin: Float32Array,
+    rows: number, seqLen: number, heads: number, dim: number, startPos: number, inverse: boolean,
+  ): void {
+    if (this.#a.rotary === undefined) return super.rotary(x, out, cos, sin, rows, seqLen, heads, dim, startPos, inverse);
+    this.#a.rotary(x, out, cos, sin, rows, seqLen, heads, dim, startPos, inverse);
+  }
+
   override sumSquares(x: Float32Array): number {
     if (this.#a.sumSquares === undefined) return super.sumSquares(x);
     return this.#a.sumSquares(x);

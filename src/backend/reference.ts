@@ -426,6 +426,24 @@ export class ReferenceBackend implements Backend {
     }
   }
 
+  rotary(
+    x: Float32Array, out: Float32Array, cos: Float32Array, sin: Float32Array,
+    rows: number, seqLen: number, heads: number, dim: number, startPos: number, inverse: boolean,
+  ): void {
+    const half = dim / 2;
+    const sgn = inverse ? -1 : 1;
+    for (let r = 0; r < rows; r++) {
+      const pos = startPos + (Math.floor(r / heads) % seqLen);
+      const o = r * dim, c = pos * half;
+      for (let i = 0; i < half; i++) {
+        const x1 = x[o + i], x2 = x[o + half + i];
+        const cs = cos[c + i], sn = sgn * sin[c + i];
+        out[o + i] = x1 * cs - x2 * sn;
+        out[o + half + i] = x2 * cs + x1 * sn;
+      }
+    }
+  }
+
   sumSquares(x: Float32Array): number {
     let acc = 0;
     for (let i = 0; i < x.length; i++) acc += x[i] * x[i];

@@ -242,6 +242,13 @@ export class WebGpuBackend implements Backend {
     this.fallback.rowDot(a, b, rows, cols, out);
   }
 
+  rotary(
+    x: Float32Array, out: Float32Array, cos: Float32Array, sin: Float32Array,
+    rows: number, seqLen: number, heads: number, dim: number, startPos: number, inverse: boolean,
+  ): void {
+    this.fallback.rotary(x, out, cos, sin, rows, seqLen, heads, dim, startPos, inverse);
+  }
+
   sumSquares(x: Float32Array): number {
     return this.fallback.sumSquares(x);
   }

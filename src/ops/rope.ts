@@ -8,7 +8,7 @@ import { RangeValueError, ShapeError } from '../errors.js';
 import { acquireScratch } from '../backend/scratch.js';
 import { record } from '../tensor/autodiff.js';
 import { Tensor } from '../tensor/tensor.js';
-import { requireFloat } from './util.js';
+import { be, requireFloat } from './util.js';
 
 const tableCache = new Map<string, { cos: Float32Array; sin: Float32Array }>();
 
@@ -36,19 +36,9 @@ function rotaryTable(positions: number, half: number, base: number): { cos: Floa
 
 /** Rows are (..., t) with `heads` = 1, or (b, t, h) with `heads` = H (layout [B, T, H, D]). */
 function rotate(src: Float32Array, out: Float32Array, rows: number, T: number, heads: number, D: number, start: number, base: number, inverse: boolean): void {
-  const half = D / 2;
-  const { cos, sin } = rotaryTable(start + T, half, base);
-  const sgn = inverse ? -1 : 1;
-  for (let r = 0; r < rows; r++) {
-    const pos = start + (Math.floor(r / heads) % T);
-    const o = r * D, c = pos * half;
-    for (let i = 0; i < half; i++) {
-      const x1 = src[o + i], x2 = src[o + half + i];
-      const cs = cos[c + i], sn = sgn * sin[c + i];
-      out[o + i] = x1 * cs - x2 * sn;
-      out[o + half + i] = x2 * cs + x1 * sn;
-    }
-  }
+  if (rows === 0) return;
+  const { cos, sin } = rotaryTable(start + T, D / 2, base);
+  be().rotary(src, out, cos, sin, rows, T, heads, D, start, inverse);
 }
 
 /**
