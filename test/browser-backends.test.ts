@@ -14,6 +14,7 @@ import { rm } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Browser, Page } from 'playwright-core';
 import { buildBrowserBundle, serve } from './browser/harness.js';
+import type { EntryReport } from './browser/entry-check.js';
 import type { SuiteReport } from './browser/page.js';
 
 const CHROMIUM = '/usr/bin/chromium';
@@ -115,5 +116,47 @@ describe('browser backends in headless Chromium', () => {
       expectAllPassed(value, 40);
       expect(errors).toEqual([]);
     }, 460_000);
+
+    /** Open /<mode>/entry.html?where=..., wait for the entry report. */
+    async function entry(mode: 'plain' | 'isolated', where: 'page' | 'worker'): Promise<{ report: EntryReport; errors: string[] }> {
+      const page = await browser.newPage();
+      const errors: string[] = [];
+      page.on('pageerror', (e) => errors.push(`pageerror: ${e.message}`));
+      page.on('console', (m) => {
+        if (m.type() === 'error') errors.push(`console.error: ${m.text()}`);
+      });
+      await page.goto(`${server.url}/${mode}/entry.html?where=${where}`);
+      await page.waitForFunction(() => (window as unknown as { __entry?: unknown }).__entry !== undefined, null, { timeout: 60_000, polling: 250 });
+      const report = (await page.evaluate(() => (window as unknown as { __entry: EntryReport }).__entry));
+      await page.close();
+      return { report, errors };
+    }
+
+    it("browser entry ('switchyard' via the exports 'browser' condition): wasm on a plain page's main thread, says why", async () => {
+      const { report, errors } = await entry('plain', 'page');
+      expect(report.error).toBeUndefined();
+      expect(report.kind).toBe('wasm');
+      expect(report.active).toBe('wasm');
+      expect(report.description).toMatch(/^wasm \(1 thread\(s\)\): /);
+      expect(report.maxRelErr).toBeLessThan(1e-4);
+      expect(errors).toEqual([]);
+    }, 90_000);
+
+    it('browser entry in a worker of an isolated page: WebGPU when an adapter exists (else threaded wasm)', async () => {
+      const probe = await open('/isolated/?probe=1', '__probe', 30_000);
+      const { report, errors } = await entry('isolated', 'worker');
+      expect(report.error).toBeUndefined();
+      if (probe.value.webgpu === null) {
+        expect(report.kind).toBe('webgpu');
+        expect(report.active).toBe('webgpu');
+        expect(report.description).toMatch(/^webgpu \(.+\); other kernels on wasm/);
+      } else {
+        if (requireWebgpu) expect.fail(`no WebGPU adapter (${probe.value.webgpu}) but SWITCHYARD_REQUIRE_WEBGPU=1`);
+        expect(report.kind).toBe('wasm');
+        expect(report.description).toContain(probe.value.webgpu);
+      }
+      expect(report.maxRelErr).toBeLessThan(1e-4);
+      expect(errors).toEqual([]);
+    }, 120_000);
   });
 });

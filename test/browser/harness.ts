@@ -4,8 +4,8 @@
  * cross-origin isolated (SharedArrayBuffer, wasm threads), under /plain/ without them.
  */
 import { spawnSync } from 'node:child_process';
-import { createReadStream } from 'node:fs';
-import { mkdtemp, stat, writeFile } from 'node:fs/promises';
+import { createReadStream, existsSync } from 'node:fs';
+import { mkdir, mkdtemp, stat, symlink, writeFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -14,6 +14,14 @@ import { fileURLToPath } from 'node:url';
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 
 const MIME: Record<string, string> = { '.html': 'text/html; charset=utf-8', '.js': 'text/javascript', '.wasm': 'application/wasm', '.map': 'application/json' };
+
+/** <dir>/node_modules/switchyard → the package root, so 'switchyard' resolves as a bare package name. */
+async function linkPackage(dir: string): Promise<string> {
+  const nm = path.join(dir, 'node_modules');
+  await mkdir(nm, { recursive: true });
+  await symlink(root, path.join(nm, 'switchyard'), 'dir');
+  return nm;
+}
 
 /** A directory with page.js, the workers, both .wasm builds and index.html. */
 export async function buildBrowserBundle(): Promise<string> {
@@ -35,6 +43,20 @@ export async function buildBrowserBundle(): Promise<string> {
     outdir: dir,
     logLevel: 'error',
   });
+  if (!existsSync(path.join(root, 'dist', 'browser.js'))) throw new Error('dist/browser.js is missing: run `npm run build` first (npm test does)');
+  // The entry check imports the package by name, as an app would: esbuild resolves it through
+  // package.json "exports" (browser condition) to dist/browser.js, so dist must be built.
+  await build({
+    entryPoints: { 'entry-page': path.join(root, 'test/browser/entry-page.ts'), 'entry-worker': path.join(root, 'test/browser/entry-worker.ts') },
+    bundle: true,
+    format: 'esm',
+    platform: 'browser',
+    target: 'es2022',
+    outdir: dir,
+    logLevel: 'error',
+    nodePaths: [await linkPackage(dir)],
+  });
+  await writeFile(path.join(dir, 'entry.html'), '<!doctype html><meta charset="utf-8"><title>switchyard entry</title><link rel="icon" href="data:,"><script type="module" src="entry-page.js"></script>\n');
   await writeFile(path.join(dir, 'index.html'), '<!doctype html><meta charset="utf-8"><title>switchyard browser backends</title><link rel="icon" href="data:,"><script type="module" src="page.js"></script>\n');
   return dir;
 }
