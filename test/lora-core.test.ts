@@ -219,6 +219,8 @@ forEachBackend((backend, run) => {
         const f = site.factors as Array<{ A: Tensor; B: Tensor }>;
         const ref = naiveMixture(x.f32, 6, lin.weight.f32, lin.bias?.f32 ?? null, 16, 16, f.map((q) => q.A.f32), f.map((q) => q.B.f32), [2, 3, 2], [1, 2, 0.5], g);
         expectAllClose(y.f32, ref, { rtol: 1e-4, atol: 1e-5 });
+        // The taped path (adapters require grad) gives the same values as the inference path.
+        expectAllClose(site.forward(x).f32, y.f32, { rtol: 1e-6, atol: 1e-6, label: 'taped vs inference' });
         gradCheck(
           (xx, A0, B1, r2) => {
             (f[0].A.data as Float32Array).set(A0.f32);

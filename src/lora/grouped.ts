@@ -8,6 +8,7 @@
  */
 import { GEMM_TRANS_A, GEMM_TRANS_B } from '../backend/interface.js';
 import { ShapeError } from '../errors.js';
+import { acquireScratch, releaseScratch } from '../backend/scratch.js';
 import { be, requireFloat } from '../ops/util.js';
 import { record } from '../tensor/autodiff.js';
 import { Tensor } from '../tensor/tensor.js';
@@ -145,4 +146,146 @@ export function groupedLowRank(xs: Tensor, offsets: Int32Array, factors: readonl
     });
     return grads;
   });
+}
+
+/**
+ * The whole low-rank path of a mixture site as one op over the dispatch plan: gather each
+ * assignment's input row (rows sorted by adapter), Y = groupedLowRank(rows, w), then scatter-add Y
+ * back onto token rows:  out[t] (+)= Σ_{assignments i of t} w_i · B_{e_i} A_{e_i} x_t.
+ * Intermediates live in the scratch pool; with `into` (inference only: nothing is recorded) the
+ * result is added in place to that [T, out] buffer, e.g. the base layer's fresh output, so the
+ * mixture costs no extra output allocation or add. `gather: false` means tokenIndex is the
+ * identity (a single adapter): x is used as it is.
+ */
+export function groupedLoRAMixture(
+  x2: Tensor, tokenIndex: Int32Array, offsets: Int32Array, factors: readonly LowRankFactors[], w: Tensor | null, outFeatures: number,
+  opts: { gather: boolean; into?: Float32Array },
+): Tensor {
+  const x = requireFloat(x2, 'groupedLoRAMixture.x');
+  const [T, d] = x2.shape;
+  const E = factors.length, N = tokenIndex.length;
+  if (offsets.length !== E + 1 || offsets[0] !== 0 || offsets[E] !== N) throw new ShapeError('groupedLoRAMixture.offsets', Array.from(offsets), `must be ${E + 1} prefix offsets from 0 to ${N}`);
+  if (!opts.gather && N !== T) throw new ShapeError('groupedLoRAMixture.tokenIndex', [N], `gather: false needs one row per token (${T})`);
+  if (w && w.size !== N) throw new ShapeError('groupedLoRAMixture.w', w.shape, `needs ${N} entries, one per assignment`);
+  const ranks = factors.map((f, e) => {
+    if (!f) return 0;
+    const r = f.A.shape[0];
+    if (f.A.rank !== 2 || f.A.shape[1] !== d) throw new ShapeError(`lora_A[${e}]`, f.A.shape, `must be [r, ${d}]`);
+    if (f.B.rank !== 2 || f.B.shape[0] !== outFeatures || f.B.shape[1] !== r) throw new ShapeError(`lora_B[${e}]`, f.B.shape, `must be [${outFeatures}, ${r}]`);
+    return r;
+  });
+  const hOff = new Int32Array(E + 1);
+  for (let e = 0; e < E; e++) hOff[e + 1] = hOff[e] + (offsets[e + 1] - offsets[e]) * ranks[e];
+  let xs = x;
+  if (opts.gather) {
+    xs = acquireScratch(N * d);
+    be().gatherRows(x, tokenIndex, d, xs);
+  }
+  const h = acquireScratch(hOff[E]);
+  const t1 = new Tasks();
+  for (let e = 0; e < E; e++) {
+    const m = offsets[e + 1] - offsets[e], f = factors[e];
+    if (m > 0 && f) t1.add(xs, offsets[e] * d, d, f.A.f32, 0, d, h, hOff[e], ranks[e], m, ranks[e], d, GEMM_TRANS_B);
+  }
+  t1.run();
+  const wd = w ? requireFloat(w, 'groupedLoRAMixture.w') : null;
+  const hs = wd ? acquireScratch(h.length) : h;
+  if (wd) {
+    for (let e = 0; e < E; e++) {
+      const r = ranks[e];
+      for (let i = offsets[e], p = hOff[e]; i < offsets[e + 1]; i++) {
+        const wi = wd[i];
+        for (let j = 0; j < r; j++, p++) hs[p] = h[p] * wi;
+      }
+    }
+  }
+  const y = acquireScratch(N * outFeatures);
+  const t2 = new Tasks();
+  for (let e = 0; e < E; e++) {
+    const m = offsets[e + 1] - offsets[e], f = factors[e];
+    if (m === 0) continue;
+    if (f) t2.add(hs, hOff[e], ranks[e], f.B.f32, 0, ranks[e], y, offsets[e] * outFeatures, outFeatures, m, outFeatures, ranks[e], GEMM_TRANS_B);
+    else y.fill(0, offsets[e] * outFeatures, offsets[e + 1] * outFeatures); // no weights here: contributes 0
+  }
+  t2.run();
+  const out = opts.into ?? new Float32Array(T * outFeatures);
+  if (opts.into && opts.into.length !== T * outFeatures) throw new ShapeError('groupedLoRAMixture.into', [opts.into.length], `must hold ${T}x${outFeatures}`);
+  be().scatterAddRows(y, tokenIndex, null, outFeatures, out);
+  releaseScratch(y);
+  const present = factors.filter((f): f is { A: Tensor; B: Tensor } => f !== null);
+  const inputs: Tensor[] = [x2, ...(w ? [w] : []), ...present.map((f) => f.A), ...present.map((f) => f.B)];
+  const release = (): void => releaseScratch(opts.gather ? xs : null, h, hs === h ? null : hs);
+  const result = new Tensor(out, [T, outFeatures]);
+  if (opts.into) {
+    release();
+    return result;
+  }
+  const recorded = record('groupedLoRAMixture', inputs, result, (g) => {
+    const gd = g.f32;
+    let dy = gd;
+    if (opts.gather) {
+      dy = acquireScratch(N * outFeatures);
+      be().gatherRows(gd, tokenIndex, outFeatures, dy);
+    }
+    const dhs = acquireScratch(h.length);
+    const dB = factors.map((f) => (f && f.B.requiresGrad ? new Float32Array(f.B.size) : null));
+    const s1 = new Tasks();
+    for (let e = 0; e < E; e++) {
+      const m = offsets[e + 1] - offsets[e], f = factors[e], r = ranks[e];
+      if (m === 0 || !f) continue;
+      s1.add(dy, offsets[e] * outFeatures, outFeatures, f.B.f32, 0, r, dhs, hOff[e], r, m, r, outFeatures, 0);
+      const db = dB[e];
+      if (db) s1.add(dy, offsets[e] * outFeatures, outFeatures, hs, hOff[e], r, db, 0, r, outFeatures, r, m, GEMM_TRANS_A);
+    }
+    s1.run();
+    let dw: Tensor | null = null;
+    let dh = dhs;
+    if (wd && w) {
+      const dwd = new Float32Array(N);
+      dh = acquireScratch(h.length);
+      for (let e = 0; e < E; e++) {
+        const r = ranks[e];
+        for (let i = offsets[e], p = hOff[e]; i < offsets[e + 1]; i++) {
+          let s = 0;
+          const wi = wd[i];
+          for (let j = 0; j < r; j++, p++) {
+            s += dhs[p] * h[p];
+            dh[p] = dhs[p] * wi;
+          }
+          dwd[i] = s;
+        }
+      }
+      dw = w.requiresGrad ? new Tensor(dwd, w.shape) : null;
+    }
+    let dx: Float32Array | null = null;
+    const dxs = x2.requiresGrad ? (opts.gather ? acquireScratch(N * d) : new Float32Array(N * d)) : null;
+    const dA = factors.map((f) => (f && f.A.requiresGrad ? new Float32Array(f.A.size) : null));
+    const s2 = new Tasks();
+    for (let e = 0; e < E; e++) {
+      const m = offsets[e + 1] - offsets[e], f = factors[e], r = ranks[e];
+      if (m === 0) continue;
+      if (!f) {
+        dxs?.fill(0, offsets[e] * d, offsets[e + 1] * d);
+        continue;
+      }
+      if (dxs) s2.add(dh, hOff[e], r, f.A.f32, 0, d, dxs, offsets[e] * d, d, m, d, r, 0);
+      const da = dA[e];
+      if (da) s2.add(dh, hOff[e], r, xs, offsets[e] * d, d, da, 0, d, r, d, m, GEMM_TRANS_A);
+    }
+    s2.run();
+    if (dxs && opts.gather) {
+      dx = new Float32Array(T * d);
+      be().scatterAddRows(dxs, tokenIndex, null, d, dx);
+      releaseScratch(dxs);
+    } else dx = dxs;
+    releaseScratch(opts.gather ? dy : null, dhs, dh === dhs ? null : dh);
+    release();
+    const grads: (Tensor | null)[] = [dx ? new Tensor(dx, [T, d]) : null];
+    if (w) grads.push(dw);
+    factors.forEach((f, e) => f && grads.push(dA[e] ? new Tensor(dA[e] as Float32Array, f.A.shape) : null));
+    factors.forEach((f, e) => f && grads.push(dB[e] ? new Tensor(dB[e] as Float32Array, f.B.shape) : null));
+    return grads;
+  });
+  if (!recorded.gradNode) release();
+  return recorded;
 }

@@ -24,10 +24,10 @@ import { crossEntropy } from '../ops/loss.js';
 import { linear } from '../ops/matmul.js';
 import { reshape } from '../ops/shape.js';
 import { Generator } from '../random.js';
-import { noGrad } from '../tensor/autodiff.js';
+import { isGradEnabled, noGrad } from '../tensor/autodiff.js';
 import { Tensor, type IndexLike } from '../tensor/tensor.js';
 import { checkAdapterName, resolveLoRAOptions, resolveRouterConfig, type LoRAOptions, type MixtureRouterConfig, type ResolvedLoRAOptions, type ResolvedRouterConfig } from './config.js';
-import { groupedLowRank, type LowRankFactors } from './grouped.js';
+import { groupedLoRAMixture, groupedLowRank, type LowRankFactors } from './grouped.js';
 import { freeze, initLoRAFactors } from './lora-linear.js';
 import { AdapterRouter, type AdapterRoute } from './router.js';
 
@@ -98,21 +98,34 @@ export class LoRAMixtureLinear extends Module {
     const route = this.router.route(x2, batch, this.training);
     this.last = route;
     const n = this.factors.length;
-    const scales = this.adapters.map((a) => a.scale);
     const { plan } = route;
     const single = this.router.config.type === 'single';
-    const xsRaw = single ? x2 : gatherRows(x2, plan.tokenIndex);
-    const p = this.adapters[0]?.dropout ?? 0;
-    const xs = this.training && this.adapters.some((a) => a.dropout > 0) ? dropout(xsRaw, p, { training: true }) : xsRaw;
     const N = plan.tokenIndex.length;
     // Row weights gate · scale_e in plan order (the scale is a constant per adapter block).
     const rowScale = new Float32Array(N);
-    for (let e = 0; e < n; e++) rowScale.fill(scales[e], plan.expertOffsets[e], plan.expertOffsets[e + 1]);
+    for (let e = 0; e < n; e++) rowScale.fill(this.adapters[e].scale, plan.expertOffsets[e], plan.expertOffsets[e + 1]);
+    const drop = this.training ? Math.max(...this.adapters.map((a) => a.dropout)) : 0;
+    const needGrad = isGradEnabled() && (x.requiresGrad || (route.gates?.requiresGrad ?? false) || this.factors.some((f) => f && (f.A.requiresGrad || f.B.requiresGrad)));
+    if (!needGrad && drop === 0) {
+      // Inference: weights in plain arrays, the low-rank path added in place to the base output.
+      if (route.gates) {
+        const g = route.gates.f32;
+        for (let i = 0; i < N; i++) rowScale[i] *= g[plan.weightIndex[i]];
+      }
+      groupedLoRAMixture(x2, plan.tokenIndex, plan.expertOffsets, this.factors, new Tensor(rowScale, [N]), outF, { gather: !single, into: y.f32 });
+      return y;
+    }
     let w: Tensor;
     if (route.gates === null) w = new Tensor(rowScale, [N]);
     else w = mul(reshape(gatherRows(reshape(route.gates, [route.gates.size, 1]), plan.weightIndex), [N]), new Tensor(rowScale, [N]));
-    const ys = groupedLowRank(xs, plan.expertOffsets, this.factors, w, outF);
-    const delta = single ? ys : scatterAddRows(ys, plan.tokenIndex, T);
+    // Dropout on the LoRA path's input (PEFT: lora_B(lora_A(dropout(x)))), one mask per assignment.
+    if (drop > 0) {
+      const xs = dropout(single ? x2 : gatherRows(x2, plan.tokenIndex), drop, { training: true });
+      const ys = groupedLowRank(xs, plan.expertOffsets, this.factors, w, outF);
+      const delta = single ? ys : scatterAddRows(ys, plan.tokenIndex, T);
+      return add(y, reshape(delta, y.shape));
+    }
+    const delta = groupedLoRAMixture(x2, plan.tokenIndex, plan.expertOffsets, this.factors, w, outF, { gather: !single });
     return add(y, reshape(delta, y.shape));
   }
 }

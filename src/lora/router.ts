@@ -14,7 +14,7 @@ import { matmul } from '../ops/matmul.js';
 import { mean, sum } from '../ops/reduce.js';
 import { concat, reshape } from '../ops/shape.js';
 import { softmax } from '../ops/softmax.js';
-import { noGrad } from '../tensor/autodiff.js';
+import { isGradEnabled, noGrad } from '../tensor/autodiff.js';
 import { Tensor } from '../tensor/tensor.js';
 import type { ResolvedRouterConfig } from './config.js';
 
@@ -89,6 +89,7 @@ export class AdapterRouter {
     }
     const W = this.weight();
     if (c.type === 'sequence') return this.routeSequence(x2, batch, W, n);
+    if (!training && !(isGradEnabled() && (x2.requiresGrad || this.rows.some((r) => r.requiresGrad)))) return this.routeFast(x2, W, n);
     const logits = matmul(x2, W, { transB: true }); // [T, n]
     const probs = softmax(logits, -1);
     let experts: Int32Array, gates: Tensor, k: number;
@@ -119,6 +120,48 @@ export class AdapterRouter {
     }
     const auxLoss = terms.length === 0 ? Tensor.scalar(0) : terms.length === 1 ? terms[0] : add(terms[0], terms[1]);
     return { experts, k, gates, plan, logits, auxLoss, stats: this.stats(plan, T, k, probs.f32, bal, z) };
+  }
+
+  /**
+   * Inference routing with nothing to differentiate: the same softmax, top-k (ties to the lower
+   * index) and renormalisation as the tensor path, in one pass over the [T, n] logits.
+   */
+  private routeFast(x2: Tensor, W: Tensor, n: number): AdapterRoute {
+    const c = this.config;
+    const T = x2.shape[0];
+    const logits = noGrad(() => matmul(x2, W, { transB: true }));
+    const l = logits.f32;
+    const k = c.type === 'dense' ? n : c.k;
+    const experts = new Int32Array(T * k), gates = new Float32Array(T * k), probs = new Float32Array(T * n);
+    const taken = new Uint8Array(n);
+    for (let t = 0; t < T; t++) {
+      const row = t * n;
+      let m = -Infinity;
+      for (let e = 0; e < n; e++) m = Math.max(m, l[row + e]);
+      let z = 0;
+      for (let e = 0; e < n; e++) z += probs[row + e] = Math.exp(l[row + e] - m);
+      for (let e = 0; e < n; e++) probs[row + e] /= z;
+      if (c.type === 'dense') {
+        for (let e = 0; e < n; e++) {
+          experts[row + e] = e;
+          gates[row + e] = probs[row + e];
+        }
+        continue;
+      }
+      taken.fill(0);
+      let s = 0;
+      for (let j = 0; j < k; j++) {
+        let best = -1;
+        for (let e = 0; e < n; e++) if (!taken[e] && (best < 0 || probs[row + e] > probs[row + best])) best = e;
+        taken[best] = 1;
+        experts[t * k + j] = best;
+        gates[t * k + j] = probs[row + best];
+        s += probs[row + best];
+      }
+      if (c.normalize) for (let j = 0; j < k; j++) gates[t * k + j] = k === 1 ? 1 : gates[t * k + j] / s;
+    }
+    const plan = tokenChoicePlan(experts, k, null, { numExperts: n, capacityFactor: null, dropPolicy: 'position', scopeTokens: Math.max(1, T) });
+    return { experts, k, gates: new Tensor(gates, [T * k]), plan, logits, auxLoss: Tensor.scalar(0), stats: this.stats(plan, T, k, probs, 0, 0) };
   }
 
   private routeSequence(x2: Tensor, batch: number, W: Tensor, n: number): AdapterRoute {
