@@ -201,6 +201,28 @@ describe('MoE playground in headless Chromium', () => {
       }
     });
 
+    it('trains to the same numbers on the wasm, WebGPU (SwiftShader) and TypeScript reference backends', async () => {
+      const firstLosses = async (backend: string, pattern: RegExp): Promise<number[]> => {
+        const { page, problems } = await open(`?task=plane&backend=${backend}`);
+        try {
+          await waitOr(page, () => expect.poll(async () => (await history(page)).length, { timeout: 45_000, interval: 250 }).toBeGreaterThanOrEqual(3));
+          await expect.poll(() => page.locator('#status').textContent()).toMatch(pattern);
+          expect(problems).toEqual([]);
+          return (await history(page)).slice(0, 3).map((r) => r.loss);
+        } finally {
+          await page.close();
+        }
+      };
+      const ref = await firstLosses('reference', /backend: TypeScript reference/);
+      // Same seed, same batches: the first steps agree to float rounding whichever backend runs them.
+      const wasm = await firstLosses('wasm', /backend: wasm \(\d+ thread/);
+      const gpu = await firstLosses('auto', /backend: webgpu/);
+      for (let i = 0; i < 3; i++) {
+        expect(Math.abs(wasm[i] - ref[i]), `wasm step ${i + 1}`).toBeLessThan(1e-3);
+        expect(Math.abs(gpu[i] - ref[i]), `webgpu step ${i + 1}`).toBeLessThan(1e-3);
+      }
+    }, 120_000);
+
     it('draws each expert’s region of the 2-D plane and each image class’s experts', async () => {
       const plane = await open('?task=plane');
       try {

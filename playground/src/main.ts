@@ -44,6 +44,7 @@ const knobs = {
   task: input<HTMLSelectElement>('task'),
   experts: input<HTMLSelectElement>('experts'),
   seed: input<HTMLInputElement>('seed'),
+  backend: input<HTMLSelectElement>('backend'),
   lr: input<HTMLInputElement>('lr'),
   router: input<HTMLSelectElement>('router'),
   k: input<HTMLInputElement>('k'),
@@ -63,6 +64,7 @@ function showSettings(s: Settings): void {
   knobs.task.value = s.task;
   knobs.experts.value = String(s.experts);
   knobs.seed.value = String(s.seed);
+  knobs.backend.value = s.backend;
   knobs.lr.value = String(s.lr);
   knobs.router.value = s.router;
   knobs.k.value = String(s.k);
@@ -109,6 +111,7 @@ function readSettings(): Settings {
     bias: num(knobs.bias),
     lr: num(knobs.lr),
     seed: num(knobs.seed),
+    backend: knobs.backend.value as Settings['backend'],
   };
 }
 
@@ -203,6 +206,8 @@ worker.onmessage = (e: MessageEvent<FromWorker>) => {
     state.backend = m.backend;
     state.params = m.params;
     if (m.version === state.version) resetHistory();
+  } else if (m.type === 'backend') {
+    state.backend = m.backend;
   } else if (m.type === 'steps') {
     if (!state.firstStepAt && m.records.length) state.firstStepAt = performance.now();
     for (const r of m.records) {

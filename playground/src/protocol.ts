@@ -69,6 +69,7 @@ export type TaskView = TextView | PlaneView | ImageView;
 
 export type FromWorker =
   | { type: 'ready'; backend: string; params: number; version: number }
+  | { type: 'backend'; backend: string }
   | { type: 'steps'; records: StepRecord[]; stepsPerSecond: number; running: boolean }
   | { type: 'view'; view: TaskView; step: number }
   | { type: 'error'; message: string };

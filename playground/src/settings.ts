@@ -9,6 +9,8 @@ export type TaskName = 'char' | 'plane' | 'images';
 /** Router families as the playground names them ('switch' = top-1 token choice with capacity). */
 export type RouterName = 'topk' | 'switch' | 'expert-choice' | 'soft';
 export type NoiseName = 'none' | 'jitter' | 'gaussian';
+/** Engine backend: the browser entry's pick (WebGPU, else wasm), wasm only, or the TypeScript reference. */
+export type BackendChoice = 'auto' | 'wasm' | 'reference';
 
 export interface Settings {
   task: TaskName;
@@ -28,6 +30,7 @@ export interface Settings {
   bias: number;
   lr: number;
   seed: number;
+  backend: BackendChoice;
 }
 
 export const DEFAULTS: Readonly<Settings> = Object.freeze({
@@ -44,11 +47,15 @@ export const DEFAULTS: Readonly<Settings> = Object.freeze({
   bias: 0,
   lr: 0.003,
   seed: 0,
+  // wasm, not the browser entry's automatic pick: this model's matrices are tiny, so WebGPU's
+  // per-op round trips cost more than they save (on SwiftShader ~4 steps/s against wasm's ~60).
+  backend: 'wasm',
 });
 
 export const TASKS: readonly TaskName[] = ['char', 'plane', 'images'];
 export const ROUTERS: readonly RouterName[] = ['topk', 'switch', 'expert-choice', 'soft'];
 export const EXPERT_COUNTS: readonly number[] = [2, 4, 8, 16];
+export const BACKENDS: readonly BackendChoice[] = ['wasm', 'auto', 'reference'];
 /** Slots per expert for Soft MoE (fixed: one slot per expert keeps the compute equal to top-1). */
 export const SOFT_SLOTS = 1;
 
@@ -89,6 +96,7 @@ export function validateSettings(s: Settings): Settings {
   if (!EXPERT_COUNTS.includes(s.experts)) throw new SettingsError('experts', s.experts, `must be one of ${EXPERT_COUNTS.join(', ')}`);
   out.dropPolicy = oneOf('dropPolicy', s.dropPolicy, ['position', 'score'] as const);
   out.noise = oneOf('noise', s.noise, ['none', 'jitter', 'gaussian'] as const);
+  out.backend = oneOf('backend', s.backend, BACKENDS);
   for (const [key, r] of Object.entries(NUMERIC) as [keyof typeof NUMERIC, { min: number; max: number; int?: boolean }][]) {
     const v = s[key];
     if (typeof v !== 'number' || !Number.isFinite(v) || v < r.min || v > r.max || (r.int && !Number.isInteger(v))) {
@@ -118,6 +126,7 @@ const KEYS: Record<keyof Settings, string> = {
   bias: 'bias',
   lr: 'lr',
   seed: 'seed',
+  backend: 'backend',
 };
 
 /** Settings as a query string holding only what differs from the defaults. */

@@ -157,7 +157,7 @@ ctx.onmessage = (e: MessageEvent<ToWorker>) => {
     try {
       switch (m.type) {
         case 'init':
-          backendName = await selectBackend();
+          backendName = await selectBackend(m.settings.backend);
           await reset(m.settings);
           running = true;
           schedule();
@@ -169,6 +169,11 @@ ctx.onmessage = (e: MessageEvent<ToWorker>) => {
           break;
         case 'settings':
           version = m.version;
+          // Tensors are plain typed arrays, so the engine can change backend between two steps.
+          if (m.settings.backend !== settings.backend) {
+            backendName = await selectBackend(m.settings.backend);
+            post({ type: 'backend', backend: backendName });
+          }
           if (needsReset(settings, m.settings)) await reset(m.settings);
           else applyLive(m.settings);
           if (!running) postView();

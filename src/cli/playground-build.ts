@@ -44,6 +44,8 @@ export interface PlaygroundBuild {
   imageSource: string;
   /** Bytes of each JavaScript bundle. */
   bundles: Record<string, number>;
+  /** How many of the two wasm modules (one thread, threads) were found in dist/backend/ and shipped. */
+  wasmModules: number;
 }
 
 /** The Moby-Dick excerpt: chapter 1 onwards, whitespace runs folded to one space. */
@@ -141,13 +143,10 @@ ${body}</body></html>
 const browserBackendPlugin: Plugin = {
   name: 'switchyard-browser-backend',
   setup(build) {
+    // The same substitution the package's "browser" field makes for dist/backend/native.js.
     build.onResolve({ filter: /\/native\.js$/ }, (args) =>
-      args.importer.includes(`${join('src', 'backend')}`) ? { path: 'native-stub', namespace: 'switchyard-stub' } : undefined,
+      args.importer.includes(join('src', 'backend')) ? { path: join(dirname(args.importer), 'wasm-native-stub.ts') } : undefined,
     );
-    build.onLoad({ filter: /.*/, namespace: 'switchyard-stub' }, () => ({
-      contents: "export function loadNativeBackend() { return null; }\nexport function nativeLoadError() { return 'not available in a browser'; }\n",
-      loader: 'js',
-    }));
   },
 };
 
@@ -192,7 +191,14 @@ export async function buildPlayground(outDir = defaultPlaygroundDir(), opts: { m
   try {
     const esbuild = await import('esbuild');
     const result = await esbuild.build({
-      entryPoints: { main: join(src, 'src', 'main.ts'), worker: join(src, 'src', 'worker.ts') },
+      // The backends' own workers load from next to the training Worker (their default URLs are
+      // relative to import.meta.url), so they are bundled alongside it under the same names.
+      entryPoints: {
+        main: join(src, 'src', 'main.ts'),
+        worker: join(src, 'src', 'worker.ts'),
+        'wasm-worker': join(root, 'src', 'backend', 'wasm-worker.ts'),
+        'webgpu-worker': join(root, 'src', 'backend', 'webgpu-worker.ts'),
+      },
       outdir: join(tmp, 'assets'),
       bundle: true,
       format: 'esm',
@@ -202,7 +208,6 @@ export async function buildPlayground(outDir = defaultPlaygroundDir(), opts: { m
       sourcemap: true,
       metafile: true,
       logLevel: 'silent',
-      define: { 'process.env.SWITCHYARD_BACKEND': '"reference"' },
       plugins: [browserBackendPlugin],
     });
     const bundles: Record<string, number> = {};
@@ -214,6 +219,16 @@ export async function buildPlayground(outDir = defaultPlaygroundDir(), opts: { m
       // Source files in each bundle, relative to the package root (the tests check the engine is in the Worker only).
       inputs[name] = Object.keys(info.inputs).map((f) => relative(root, resolve(f)).split(sep).join('/')).sort();
     }
+    // The wasm modules come from the package build (scripts/build-wasm.mjs); without them the
+    // wasm backend reports itself unavailable and the playground trains on the reference backend.
+    let wasm = 0;
+    for (const f of ['switchyard.wasm', 'switchyard-threads.wasm']) {
+      const from = join(root, 'dist', 'backend', f);
+      if (existsSync(from)) {
+        await cp(from, join(tmp, 'assets', f));
+        wasm++;
+      }
+    }
     await cp(join(src, 'index.html'), join(tmp, 'index.html'));
     await cp(join(src, 'style.css'), join(tmp, 'style.css'));
     await writeFile(join(tmp, 'data', 'moby-dick.txt'), mobyDickExcerpt());
@@ -221,7 +236,7 @@ export async function buildPlayground(outDir = defaultPlaygroundDir(), opts: { m
     await writeFile(join(tmp, 'data', 'images.bin'), Buffer.concat([Buffer.from(images.labels), Buffer.from(images.pixels)]));
     await writeFile(join(tmp, 'data', 'images.json'), JSON.stringify({ count: images.labels.length, side: IMAGE_SIDE, classes: images.classes, source: images.source }));
     await writeFile(join(tmp, 'moe.html'), await renderMoeDoc(await readFile(join(root, 'docs', 'moe.md'), 'utf8')));
-    const info: PlaygroundBuild = { dir: target, imageSource: images.source, bundles };
+    const info: PlaygroundBuild = { dir: target, imageSource: images.source, bundles, wasmModules: wasm };
     await writeFile(join(tmp, 'build.json'), JSON.stringify({ ...info, inputs, builtAt: new Date().toISOString() }, null, 2));
     await rm(target, { recursive: true, force: true });
     await mkdir(dirname(target), { recursive: true });

@@ -39,7 +39,8 @@ export interface PlaygroundServer {
 /** Serve the static site in `dir` on host:port (port 0 = any free port). */
 export async function servePlayground(dir: string, opts: { port?: number; host?: string } = {}): Promise<PlaygroundServer> {
   const root = resolve(dir);
-  const app = Fastify({ logger: false });
+  // Close drops idle keep-alive connections too, so stopping never waits on a browser's open sockets.
+  const app = Fastify({ logger: false, forceCloseConnections: true });
   app.addHook('onSend', async (_req, reply, payload) => {
     for (const [k, v] of Object.entries(ISOLATION_HEADERS)) reply.header(k, v);
     return payload;
