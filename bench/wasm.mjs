@@ -115,7 +115,7 @@ try {
     return rates;
   };
   console.log(`\nwasm backend matmul (C = A·B, fp32, square) in headless Chromium vs the native backend; ${ROUNDS} alternating rounds, median GFLOP/s`);
-  console.log(`wasm: SIMD128 build of native/gemm.c + gemm_scalar.c; copies operands in/out of wasm memory per call. threads: 1 and ${allWasm} (wasm), 1 and ${allNative} (native)`);
+  console.log(`wasm: native/gemm.c with the SIMD128 micro-kernel (native/wasm/gemm_simd128.c); copies operands in/out of wasm memory per call. threads: 1 and ${allWasm} (wasm), 1 and ${allNative} (native)`);
   const header = ['n', 'native 1t', 'wasm 1t', 'wasm/native', `native ${allNative}t`, `wasm ${allWasm}t`, 'wasm/native'];
   const rows = [header];
   for (const n of SIZES) {

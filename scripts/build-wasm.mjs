@@ -39,7 +39,7 @@ const sources = [
   'native/gemm.c',
   'native/ops.c',
   'native/ew_scalar.c',
-  'native/gemm_scalar.c',
+  'native/wasm/gemm_simd128.c',
 ].map((s) => path.join(root, s));
 
 const common = [

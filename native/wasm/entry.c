@@ -1,6 +1,6 @@
 /*
- * WebAssembly entry points for the shared C kernels (native/gemm.c, native/ops.c, native/ew_impl.h
- * via ew_scalar.c, native/gemm_scalar.c). This is the wasm counterpart of native/addon.c: pointers
+ * WebAssembly entry points for the shared C kernels (native/gemm.c with gemm_simd128.c, native/ops.c,
+ * native/ew_impl.h via ew_scalar.c). This is the wasm counterpart of native/addon.c: pointers
  * are byte offsets into the module's linear memory, and arguments were already validated by the
  * TypeScript side (src/backend/wasm.ts), exactly as addon.c validates before calling the same
  * sy_op_* drivers.

@@ -20,11 +20,14 @@
 #define SY_WASM_MAX_THREADS 64
 #define SY_SPIN 20000
 
-const sy_gemm_isa *sy_gemm_impl = &sy_gemm_isa_scalar;
+/* GEMM: the SIMD128 micro-kernel (gemm_simd128.c); element-wise: ew_impl.h built by ew_scalar.c,
+ * which clang auto-vectorises with -msimd128. */
+extern const sy_gemm_isa sy_gemm_isa_simd128;
+const sy_gemm_isa *sy_gemm_impl = &sy_gemm_isa_simd128;
 const sy_ew_isa *sy_ew_impl = &sy_ew_isa_scalar;
 
 void sy_select_isa(void) {
-  sy_gemm_impl = &sy_gemm_isa_scalar;
+  sy_gemm_impl = &sy_gemm_isa_simd128;
   sy_ew_impl = &sy_ew_isa_scalar;
 }
 const char *sy_isa_name(void) { return "wasm-simd128"; }

@@ -1,8 +1,9 @@
 /// <reference lib="dom" />
 /**
- * The WebAssembly backend: the same C kernels as the native backend (native/gemm.c, native/ops.c,
- * native/ew_impl.h, native/gemm_scalar.c), compiled by clang for wasm32 with SIMD128
- * (scripts/build-wasm.mjs, native/wasm/), behind the synchronous `Backend` interface.
+ * The WebAssembly backend: the same C kernels as the native backend (the GEMM driver native/gemm.c,
+ * native/ops.c, the element-wise/row-wise kernels of native/ew_impl.h), compiled by clang for wasm32
+ * with SIMD128 (scripts/build-wasm.mjs; native/wasm/ adds a SIMD128 GEMM micro-kernel, the thread
+ * pool and a freestanding runtime), behind the synchronous `Backend` interface.
  *
  * Two builds ship in dist/backend/: `switchyard.wasm` (one thread, ordinary memory) and
  * `switchyard-threads.wasm` (atomics, shared memory). The threaded one needs SharedArrayBuffer,
