@@ -7,7 +7,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { EXIT_DATA_UNAVAILABLE } from './lib/common.mjs';
 
-const EXPERIMENTS = ['dense-vs-moe', 'load-balancing', 'specialisation', 'vision'];
+const EXPERIMENTS = ['dense-vs-moe', 'load-balancing', 'specialisation', 'vision', 'lora-mixture'];
 const here = dirname(fileURLToPath(import.meta.url));
 const args = process.argv.slice(2);
 if (args.includes('--help') || args.includes('-h')) {

@@ -120,7 +120,8 @@ export interface AdapterMeta {
   seconds: number;
 }
 
-function tokenStreamFor(data: string, tokenizer: Tokenizer, seed: number, maxDocuments?: number): TokenStream {
+/** The train/eval token streams an adapter trained on `data` used (same seeded document choice and 10% held-out split). */
+export function adapterTokenStream(data: string, tokenizer: Tokenizer, seed: number, maxDocuments?: number): TokenStream {
   let corpus = loadAdapterCorpus(data);
   if (maxDocuments !== undefined && corpus.documents.length > maxDocuments) {
     const g = new Generator(seed + 17);
@@ -155,7 +156,7 @@ export async function trainAdapter(o: TrainAdapterOptions): Promise<TrainAdapter
   const seqLen = Math.min(o.seqLen ?? 128, base.model.config.maxSeqLen);
   const batchSize = o.batchSize ?? 16;
   const steps = o.steps ?? 300;
-  const stream = tokenStreamFor(o.data, base.tokenizer, seed, o.maxDocuments);
+  const stream = adapterTokenStream(o.data, base.tokenizer, seed, o.maxDocuments);
   const model = new LoRAModel(base.model, {
     targets: o.targets ?? DEFAULT_LORA_TARGETS,
     adapters: [{ name: o.name, rank: o.rank ?? 8, alpha: o.alpha ?? 16, dropout: o.dropout ?? 0.05, seed }],
@@ -308,7 +309,7 @@ interface DomainData {
 function domainData(adapters: AdapterFolder[], tokenizer: Tokenizer, batchSize: number, seqLen: number, evalBatchCount: number): DomainData[] {
   return adapters.map((a) => {
     if (!a.meta?.data) throw new ConfigError(`adapter ${a.name}`, a.dir, `has no ${ADAPTER_META_FILE} recording its training data: router training and evaluation need each adapter's data`);
-    const stream = tokenStreamFor(a.meta.data, tokenizer, a.meta.seed ?? 0, a.meta.maxDocuments);
+    const stream = adapterTokenStream(a.meta.data, tokenizer, a.meta.seed ?? 0, a.meta.maxDocuments);
     return { train: stream.train.tokens, eval: evalBatches(stream.eval.tokens, batchSize, seqLen, evalBatchCount) };
   });
 }
