@@ -476,9 +476,11 @@ function drawView(): void {
 
 let lastFrame = 0;
 let longestGap = 0;
+let longestDraw = 0;
 function frame(now: number): void {
   if (lastFrame) longestGap = Math.max(longestGap, now - lastFrame);
   lastFrame = now;
+  const t0 = performance.now();
   if (state.dirty) {
     state.dirty = false;
     drawCharts();
@@ -487,6 +489,7 @@ function frame(now: number): void {
     state.viewDirty = false;
     drawView();
   }
+  longestDraw = Math.max(longestDraw, performance.now() - t0);
   requestAnimationFrame(frame);
 }
 
@@ -513,6 +516,12 @@ const interactiveAt = performance.now();
     const g = longestGap;
     longestGap = 0;
     return g;
+  },
+  /** Longest time one frame spent drawing since the last call (ms): the page's own work on the UI thread. */
+  takeLongestDraw: () => {
+    const d = longestDraw;
+    longestDraw = 0;
+    return d;
   },
   stepsPerSecond: () => state.stepsPerSecond,
 };

@@ -150,7 +150,7 @@ const browserBackendPlugin: Plugin = {
   },
 };
 
-/** Newest modification time (ms) of any file under the directories the build reads. */
+/** Newest modification time (ms) of any file the build reads (playground/, src/, docs/moe.md, the .wasm modules). */
 export function sourcesMtime(root = packageRoot()): number {
   let newest = 0;
   const walk = (dir: string): void => {
@@ -161,8 +161,9 @@ export function sourcesMtime(root = packageRoot()): number {
     }
   };
   for (const d of ['playground', 'src']) if (existsSync(join(root, d))) walk(join(root, d));
-  const doc = join(root, 'docs', 'moe.md');
-  if (existsSync(doc)) newest = Math.max(newest, statSync(doc).mtimeMs);
+  for (const f of [join('docs', 'moe.md'), join('dist', 'backend', 'switchyard.wasm'), join('dist', 'backend', 'switchyard-threads.wasm')]) {
+    if (existsSync(join(root, f))) newest = Math.max(newest, statSync(join(root, f)).mtimeMs);
+  }
   return newest;
 }
 
