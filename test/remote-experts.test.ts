@@ -272,7 +272,7 @@ describe('remote experts over NATS', () => {
       for await (const info of await nc.services.client({ strategy: RequestStrategy.Timer, maxWait: 500 }).info(SERVICE_NAME)) infos.push(info);
       const mine = infos.find((i) => i.id === e.id)!;
       expect(mine.metadata).toMatchObject({ model: modelId, dModel: String(MODEL.dModel), experts: '0:0-1', maxRows: '8' });
-      expect(mine.endpoints.map((p) => p.name).sort()).toEqual(['0-0', '0-1', 'direct', 'stats']);
+      expect(mine.endpoints.map((p) => p.name).sort()).toEqual(['0-0', '0-1', 'direct', 'stats', 'step']);
     } finally {
       await nc.close();
       await kill(e.proc);

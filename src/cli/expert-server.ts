@@ -6,7 +6,7 @@ import { parseByteBudget } from '../serve/bytes.js';
 import { loadServingModel } from '../serve/model-loader.js';
 import { ExpertServer } from '../remote/expert-server.js';
 import { defaultModelId, expertCount, formatExpertSet, moeLayerIndex, parseExpertSpec } from '../remote/spec.js';
-import { intOption } from './common.js';
+import { intOption, numberOption } from './common.js';
 
 export function expertServerCommand(): Command {
   return new Command('expert-server')
@@ -28,9 +28,16 @@ export function expertServerCommand(): Command {
       if (v !== 'changed' && v !== 'always' && v !== 'off') throw new InvalidArgumentError(`--verify must be 'changed', 'always' or 'off', got ${JSON.stringify(v)}`);
       return v;
     }, 'changed')
-    .action(async (o: { checkpoint: string; experts: string; nats: string; modelId?: string; expertMemory?: string; maxRows: number; verify: 'changed' | 'always' | 'off' }) => {
-      // Experts through the on-demand store: only the hosted ones are ever read.
-      const served = await loadServingModel(o.checkpoint, { expertMemory: o.expertMemory ?? 'all', verify: o.verify });
+    .option('--train', 'accept fine-tuning: keep activations of training forwards, answer backward requests with dX, accumulate the hosted experts\' gradients and apply the optimizer on `step` (loads the checkpoint resident)')
+    .option('--optimizer <name>', "with --train: 'adamw' or 'sgd'", (v: string) => {
+      if (v !== 'adamw' && v !== 'sgd') throw new InvalidArgumentError(`--optimizer must be 'adamw' or 'sgd', got ${JSON.stringify(v)}`);
+      return v;
+    }, 'adamw')
+    .option('--lr <x>', 'with --train: learning rate', numberOption('--lr', { positive: true }), 1e-4)
+    .action(async (o: { checkpoint: string; experts: string; nats: string; modelId?: string; expertMemory?: string; maxRows: number; verify: 'changed' | 'always' | 'off'; train?: boolean; optimizer: 'adamw' | 'sgd'; lr: number }) => {
+      if (o.train && o.expertMemory) throw new InvalidArgumentError('--train keeps the hosted experts resident: drop --expert-memory');
+      // Experts through the on-demand store: only the hosted ones are ever read (resident for --train).
+      const served = await loadServingModel(o.checkpoint, { expertMemory: o.train ? null : o.expertMemory ?? 'all', verify: o.verify });
       const layers = moeLayerIndex(served.model);
       const sizes = new Map([...layers].map(([l, i]) => [i, l.config.numExperts]));
       let experts;
@@ -43,6 +50,7 @@ export function expertServerCommand(): Command {
       // Read the hosted experts now (one zero row each), so the first requests do not wait on disk.
       const byIndex = new Map([...layers].map(([l, i]) => [i, l]));
       noGrad(() => {
+        if (!served.store) return;
         for (const [li, set] of experts) {
           const layer = byIndex.get(li)!;
           const d = layer.config.dModel, E = layer.config.numExperts;
@@ -50,14 +58,15 @@ export function expertServerCommand(): Command {
             const offsets = new Int32Array(E + 1);
             for (let i = e + 1; i <= E; i++) offsets[i] = 1;
             const x = new Tensor(new Float32Array(d), [1, d]);
-            served.store!.runExperts(layer, x, offsets, x);
+            served.store.runExperts(layer, x, offsets, x);
           }
         }
       });
       const modelId = o.modelId ?? defaultModelId(served.source);
       const servers = o.nats.split(',').map((s) => s.trim()).filter(Boolean);
-      const server = await ExpertServer.start(served.model, { servers, modelId, experts, source: served.store, limits: { maxRows: o.maxRows } });
-      process.stdout.write(`switchyard expert-server: instance ${server.id} serving ${expertCount(experts)} experts (${formatExpertSet(experts)}) of model ${modelId} on ${servers.join(',')}\n`);
+      const train = o.train ? { optimizer: o.optimizer, lr: o.lr } : null;
+      const server = await ExpertServer.start(served.model, { servers, modelId, experts, source: served.store, limits: { maxRows: o.maxRows }, train });
+      process.stdout.write(`switchyard expert-server: instance ${server.id} serving ${expertCount(experts)} experts (${formatExpertSet(experts)}) of model ${modelId} on ${servers.join(',')}${train ? ` (fine-tuning: ${train.optimizer}, lr ${train.lr})` : ''}\n`);
       let stopping = false;
       const stop = (signal: string): void => {
         if (stopping) return;

@@ -18,10 +18,12 @@ import { connect, type NatsConnection, type Service, type ServiceMsg } from 'nat
 import { ConfigError } from '../errors.js';
 import { groupedExpertFFN } from '../moe/expert-ffn.js';
 import type { ExpertSource, MoELayer } from '../moe/layer.js';
-import { noGrad } from '../tensor/autodiff.js';
+import { AdamW } from '../optim/adamw.js';
+import { SGD } from '../optim/sgd.js';
+import { enableGrad, noGrad } from '../tensor/autodiff.js';
 import { Tensor } from '../tensor/tensor.js';
-import { decodeMessage, DEFAULT_LIMITS, encodeMessage, KIND_FORWARD, KIND_REPLY, messageBytes, ProtocolError, type ProtocolLimits } from './protocol.js';
-import { checkModelId, directSubject, expertSubject, formatExpertSet, moeLayerIndex, QUEUE_GROUP, SERVICE_NAME, statsSubject, type ExpertSet } from './spec.js';
+import { decodeMessage, DEFAULT_LIMITS, encodeMessage, KIND_BACKWARD, KIND_FORWARD, KIND_FORWARD_TRAIN, KIND_REPLY, messageBytes, ProtocolError, type ProtocolLimits } from './protocol.js';
+import { checkModelId, directSubject, expertSubject, formatExpertSet, moeLayerIndex, QUEUE_GROUP, SERVICE_NAME, statsSubject, stepSubject, type ExpertSet } from './spec.js';
 
 export interface ExpertServerOptions {
   /** NATS server URL(s). */
@@ -38,6 +40,12 @@ export interface ExpertServerOptions {
   log?: (line: string) => void;
   /** NATS connection name. */
   name?: string;
+  /**
+   * Fine-tuning (needs the hosted experts' weights resident, source null): training forwards keep
+   * their activations under the request id, backward requests return dX and accumulate the
+   * weight gradients, and the `step` endpoint applies the optimizer and clears the gradients.
+   */
+  train?: { optimizer: 'sgd' | 'adamw'; lr: number; maxSaved?: number } | null;
 }
 
 /** Counters of one expert server (its `stats` endpoint answers with these). */
@@ -56,6 +64,10 @@ export interface ExpertServerStats {
   errors: number;
   /** Per hosted expert "layer:expert": requests and rows. */
   load: Record<string, { requests: number; rows: number }>;
+  /** Fine-tuning: backward requests answered, optimizer steps applied, activations kept now. */
+  backwards: number;
+  steps: number;
+  saved: number;
   startedAt: string;
 }
 
@@ -104,7 +116,7 @@ export class ExpertServer {
       maxBytes: Math.min(opts.limits?.maxBytes ?? DEFAULT_LIMITS.maxBytes, maxPayload),
     };
     const spec = formatExpertSet(opts.experts);
-    const counters: ExpertServerStats = { id: '', model: modelId, experts: spec, requests: 0, rows: 0, bytesIn: 0, bytesOut: 0, rejected: 0, errors: 0, load: {}, startedAt: new Date().toISOString() };
+    const counters: ExpertServerStats = { id: '', model: modelId, experts: spec, requests: 0, rows: 0, bytesIn: 0, bytesOut: 0, rejected: 0, errors: 0, load: {}, backwards: 0, steps: 0, saved: 0, startedAt: new Date().toISOString() };
     for (const [li, set] of opts.experts) for (const e of set) counters.load[`${li}:${e}`] = { requests: 0, rows: 0 };
     let service: Service;
     try {
@@ -113,7 +125,7 @@ export class ExpertServer {
         version: '1.0.0',
         description: `Switchyard experts ${spec} of model ${modelId}`,
         queue: QUEUE_GROUP,
-        metadata: { model: modelId, dModel: String(dModel), experts: spec, maxRows: String(limits.maxRows), maxBytes: String(limits.maxBytes) },
+        metadata: { model: modelId, dModel: String(dModel), experts: spec, maxRows: String(limits.maxRows), maxBytes: String(limits.maxBytes), train: opts.train ? opts.train.optimizer : 'off' },
       });
     } catch (e) {
       await nc.close();
@@ -122,6 +134,27 @@ export class ExpertServer {
     const server = new ExpertServer(nc, service, modelId, counters);
     counters.id = server.id;
     const source = opts.source ?? null;
+    const train = opts.train ?? null;
+    let optimizer: { step(): void; zeroGrad(): void } | null = null;
+    /** Training forwards awaiting their backward: requestId → rows in (requiring grad) and out. */
+    const saved = new Map<number, { x: Tensor; y: Tensor; layer: number; expert: number }>();
+    if (train) {
+      if (source) throw new ConfigError('train', 'source', 'fine-tuning needs the hosted experts resident (no expert store)');
+      const params: Tensor[] = [];
+      for (const [li, set] of opts.experts) {
+        for (const e of set) {
+          const ex = byIndex.get(li)!.experts.items[e];
+          if (ex.w1.weight.size === 0) throw new ConfigError('train', `${li}:${e}`, "has no resident weights (the model was built with deferred experts)");
+          for (const p of ex.parameters()) {
+            p.requiresGrad = true;
+            params.push(p);
+          }
+        }
+      }
+      if (!(train.lr > 0)) throw new ConfigError('train.lr', train.lr, 'must be a positive learning rate');
+      optimizer = train.optimizer === 'sgd' ? new SGD(params, { lr: train.lr }) : new AdamW(params, { lr: train.lr });
+    }
+    const maxSaved = train?.maxSaved ?? 4096;
 
     const reject = (msg: ServiceMsg, code: number, text: string): void => {
       if (server.logged < 100 || server.logged % 1000 === 0) log(`rejected a ${msg.data.length}-byte message on ${msg.subject}: ${text}`);
@@ -150,7 +183,8 @@ export class ExpertServer {
       let m;
       try {
         m = decodeMessage(msg.data, limits);
-        if (m.kind !== KIND_FORWARD) throw new ProtocolError('kind', m.kind, `must be ${KIND_FORWARD} (forward request)`);
+        if (m.kind === KIND_REPLY) throw new ProtocolError('kind', m.kind, `must be a request (${KIND_FORWARD}, ${KIND_FORWARD_TRAIN} or ${KIND_BACKWARD}), not a reply`);
+        if (m.kind !== KIND_FORWARD && !train) throw new ProtocolError('kind', m.kind, 'is a fine-tuning request; this server was not started with --train');
         if (m.cols !== dModel) throw new ProtocolError('cols', m.cols, `must be this model's dModel ${dModel}`);
         if (fixed && (m.layer !== fixed[0] || m.expert !== fixed[1])) throw new ProtocolError('expert', `${m.layer}:${m.expert}`, `does not match the subject's expert ${fixed[0]}:${fixed[1]}`);
       } catch (e) {
@@ -171,7 +205,31 @@ export class ExpertServer {
       }
       let y: Tensor;
       try {
-        y = noGrad(() => runOne(layer, m.expert, new Tensor(m.data, [m.rows, m.cols]), source));
+        if (m.kind === KIND_FORWARD_TRAIN) {
+          // Own copies: m.data may be a view into the message buffer.
+          const x = new Tensor(Float32Array.from(m.data), [m.rows, m.cols], true);
+          const ex = layer.experts.items[m.expert];
+          const out = enableGrad(() => ex.forward(x, layer.config.expert.activation));
+          saved.delete(m.requestId);
+          saved.set(m.requestId, { x, y: out, layer: m.layer, expert: m.expert });
+          while (saved.size > maxSaved) saved.delete(saved.keys().next().value as number);
+          counters.saved = saved.size;
+          y = out;
+        } else if (m.kind === KIND_BACKWARD) {
+          const s0 = saved.get(m.requestId);
+          if (!s0 || s0.layer !== m.layer || s0.expert !== m.expert || s0.y.shape[0] !== m.rows) {
+            counters.rejected++;
+            reject(msg, 404, `no saved activations for request ${m.requestId} of expert ${m.layer}:${m.expert} with ${m.rows} rows (never sent, already used, or evicted past ${maxSaved})`);
+            return;
+          }
+          saved.delete(m.requestId);
+          counters.saved = saved.size;
+          enableGrad(() => s0.y.backward(new Tensor(Float32Array.from(m.data), [m.rows, m.cols])));
+          y = s0.x.grad ?? new Tensor(new Float32Array(m.rows * m.cols), [m.rows, m.cols]);
+          counters.backwards++;
+        } else {
+          y = noGrad(() => runOne(layer, m.expert, new Tensor(m.data, [m.rows, m.cols]), source));
+        }
       } catch (e) {
         counters.errors++;
         reject(msg, 500, `layer ${m.layer} expert ${m.expert}: ${(e as Error).message}`);
@@ -198,6 +256,28 @@ export class ExpertServer {
       handler: (err, msg) => {
         if (err) return;
         msg.respond(new TextEncoder().encode(JSON.stringify(server.stats())));
+      },
+    });
+    // Every instance receives `step` (a queue group of its own), so one request reaches them all.
+    service.addEndpoint('step', {
+      subject: stepSubject(modelId),
+      queue: server.id,
+      handler: (err, msg) => {
+        if (err) return;
+        if (!optimizer) {
+          msg.respondError(400, 'this server was not started with --train');
+          return;
+        }
+        try {
+          optimizer.step();
+          optimizer.zeroGrad();
+          saved.clear();
+          counters.saved = 0;
+          counters.steps++;
+          msg.respond(new TextEncoder().encode(JSON.stringify({ id: server.id, steps: counters.steps })));
+        } catch (e) {
+          msg.respondError(500, `optimizer step failed: ${(e as Error).message}`);
+        }
       },
     });
     await nc.flush();

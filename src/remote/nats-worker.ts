@@ -17,8 +17,8 @@
  */
 import { parentPort, workerData, type MessagePort } from 'node:worker_threads';
 import { connect, ErrorCode, NatsError, RequestStrategy, ServiceError, type Msg, type NatsConnection } from 'nats';
-import { decodeMessage, encodeMessage, HEADER_BYTES, KIND_FORWARD, KIND_REPLY, type ProtocolLimits } from './protocol.js';
-import { directSubject, expertSubject, SERVICE_NAME } from './spec.js';
+import { decodeMessage, encodeMessage, HEADER_BYTES, KIND_BACKWARD, KIND_FORWARD, KIND_FORWARD_TRAIN, KIND_REPLY, type ProtocolLimits } from './protocol.js';
+import { directSubject, expertSubject, SERVICE_NAME, stepSubject } from './spec.js';
 
 /** What the main thread passes at start. */
 export interface WorkerInit {
@@ -38,13 +38,26 @@ export interface RunTask {
   rows: number;
 }
 
+/** Where a training forward's activations wait for their backward: one chunk of one task. */
+export interface ChunkRef {
+  task: number;
+  row0: number;
+  rows: number;
+  requestId: number;
+  instance: string;
+}
+
 /** A layer's remote experts, sent by the main thread. */
 export interface RunMessage {
   type: 'run';
   id: number;
+  /** 'forward' (inference), 'train' (the server keeps activations), 'backward' (input = dY; output = dX). */
+  mode: 'forward' | 'train' | 'backward';
   layer: number;
   cols: number;
   tasks: RunTask[];
+  /** Backward: the chunks the training forward sent, and where. */
+  chunks?: ChunkRef[];
   input: SharedArrayBuffer;
   output: SharedArrayBuffer;
   signal: SharedArrayBuffer;
@@ -59,6 +72,8 @@ export interface RunResult {
   timeouts: number;
   bytesSent: number;
   bytesReceived: number;
+  /** Training forward: where each answered chunk's activations are kept. */
+  chunks: ChunkRef[];
 }
 
 /** A server instance as discovery saw it. */
@@ -73,7 +88,8 @@ export interface InstanceInfo {
 const init = workerData as WorkerInit;
 const port = parentPort!;
 let nc: NatsConnection;
-let requestId = 0;
+// Random start: request ids key the activations a training server keeps, so routers should not collide.
+let requestId = (Math.random() * 0x100000000) >>> 0;
 /** "layer:expert" → instances hosting it. */
 let table = new Map<string, InstanceInfo[]>();
 let instances: InstanceInfo[] = [];
@@ -188,6 +204,45 @@ async function send(subject: string, payload: Uint8Array, layer: number, expert:
   return rep.data;
 }
 
+/**
+ * Fine-tuning: the replica that keeps an expert's activations and accumulates its gradients is
+ * the first live one by id (every router agrees), so replicas never train apart; no retry
+ * elsewhere (the activations live there).
+ */
+function pinned(key: string): InstanceInfo | null {
+  const now = Date.now();
+  for (const inst of table.get(key) ?? []) {
+    const until = suspect.get(inst.id);
+    if (until === undefined || until <= now) return inst;
+  }
+  return null;
+}
+
+async function trainChunk(m: RunMessage, index: number, task: RunTask, r0: number, rows: number, input: Float32Array, output: Float32Array, counters: RunResult): Promise<void> {
+  const key = `${m.layer}:${task.expert}`;
+  const inst = pinned(key);
+  if (!inst) throw new Error('no live replica known to service discovery (fine-tuning needs one)');
+  const rid = (requestId = (requestId + 1) >>> 0);
+  const payload = encodeMessage({ kind: KIND_FORWARD_TRAIN, requestId: rid, layer: m.layer, expert: task.expert, rows, cols: m.cols }, input, r0 * m.cols);
+  try {
+    output.set(await send(inst.direct, payload, m.layer, task.expert, rows, m.cols, rid, counters), r0 * m.cols);
+  } catch (e) {
+    if ((e as AttemptError).gone) forget(inst.id);
+    throw new Error(`replica ${inst.id}: ${(e as Error).message}`);
+  }
+  counters.chunks.push({ task: index, row0: r0, rows, requestId: rid, instance: inst.id });
+}
+
+async function backwardChunk(m: RunMessage, c: ChunkRef, input: Float32Array, output: Float32Array, counters: RunResult): Promise<void> {
+  const expert = m.tasks[c.task].expert;
+  const payload = encodeMessage({ kind: KIND_BACKWARD, requestId: c.requestId, layer: m.layer, expert, rows: c.rows, cols: m.cols }, input, c.row0 * m.cols);
+  try {
+    output.set(await send(directSubject(init.modelId, c.instance), payload, m.layer, expert, c.rows, m.cols, c.requestId, counters), c.row0 * m.cols);
+  } catch (e) {
+    throw new Error(`backward on replica ${c.instance}: ${(e as Error).message}`);
+  }
+}
+
 /** One chunk of one expert's block: first replica, then once more on another. */
 async function chunk(m: RunMessage, task: RunTask, r0: number, rows: number, input: Float32Array, output: Float32Array, counters: RunResult): Promise<void> {
   const key = `${m.layer}:${task.expert}`;
@@ -226,14 +281,19 @@ let maxChunkRows = 1;
 let serverMaxRows = 65536;
 
 async function run(m: RunMessage): Promise<void> {
-  const counters: RunResult = { id: m.id, failures: m.tasks.map(() => null), requests: 0, retries: 0, timeouts: 0, bytesSent: 0, bytesReceived: 0 };
+  const counters: RunResult = { id: m.id, failures: m.tasks.map(() => null), requests: 0, retries: 0, timeouts: 0, bytesSent: 0, bytesReceived: 0, chunks: [] };
   const input = new Float32Array(m.input);
   const output = new Float32Array(m.output);
   const jobs: Promise<void>[] = [];
   m.tasks.forEach((task, i) => {
     const parts: Promise<void>[] = [];
-    for (let r = 0; r < task.rows; r += maxChunkRows) {
-      parts.push(chunk(m, task, task.row0 + r, Math.min(maxChunkRows, task.rows - r), input, output, counters));
+    if (m.mode === 'backward') {
+      for (const c of m.chunks ?? []) if (c.task === i) parts.push(backwardChunk(m, c, input, output, counters));
+    } else {
+      for (let r = 0; r < task.rows; r += maxChunkRows) {
+        const rows = Math.min(maxChunkRows, task.rows - r);
+        parts.push(m.mode === 'train' ? trainChunk(m, i, task, task.row0 + r, rows, input, output, counters) : chunk(m, task, task.row0 + r, rows, input, output, counters));
+      }
     }
     jobs.push(
       Promise.all(parts).then(
@@ -249,6 +309,26 @@ async function run(m: RunMessage): Promise<void> {
   const sig = new Int32Array(m.signal);
   Atomics.store(sig, 0, m.id);
   Atomics.notify(sig, 0);
+}
+
+/** Fine-tuning: ask every instance of the model to apply its optimizer step; the ids that did. */
+async function step(): Promise<Array<{ id: string; steps?: number; error?: string }>> {
+  await refresh();
+  const expected = new Set(instances.map((i) => i.id));
+  const out: Array<{ id: string; steps?: number; error?: string }> = [];
+  try {
+    const it = await nc.requestMany(stepSubject(init.modelId), new Uint8Array(0), { strategy: RequestStrategy.Count, maxMessages: Math.max(1, expected.size), maxWait: init.timeoutMs });
+    for await (const msg of it) {
+      if (ServiceError.isServiceError(msg)) {
+        out.push({ id: '?', error: ServiceError.toServiceError(msg)?.message ?? 'error' });
+        continue;
+      }
+      out.push(JSON.parse(new TextDecoder().decode(msg.data)) as { id: string; steps: number });
+    }
+  } catch (e) {
+    if ((e as NatsError).code !== ErrorCode.NoResponders) throw e;
+  }
+  return out;
 }
 
 let refreshing: Promise<void> | null = null;
@@ -279,6 +359,11 @@ async function main(): Promise<void> {
       void run(m as RunMessage);
     } else if (m.type === 'discover') {
       void refresh().then(() => port.postMessage({ type: 'discovered', id: m.id, instances }));
+    } else if (m.type === 'step') {
+      void step().then(
+        (replies) => port.postMessage({ type: 'stepped', id: m.id, replies }),
+        (e: Error) => port.postMessage({ type: 'stepped', id: m.id, error: e.message }),
+      );
     } else if (m.type === 'close') {
       closed = true;
       void nc.drain().then(

@@ -5,7 +5,9 @@
  *   offset  size  field
  *   0       4     magic 0x58595753 ("SWYX" read as bytes S W Y X)
  *   4       2     version (1)
- *   6       2     kind: 1 = forward request, 2 = forward reply
+ *   6       2     kind: 1 = forward request, 2 = reply (rows out), 3 = training forward (the
+ *                 server keeps the activations under requestId), 4 = backward (rows = dY of
+ *                 that earlier training forward; the reply carries dX)
  *   8       4     requestId (echoed in the reply, so a reply is checked against its request)
  *   12      4     layer (the model's layer index, `layers.<layer>`)
  *   16      4     expert
@@ -26,6 +28,8 @@ export const VERSION = 1;
 export const HEADER_BYTES = 32;
 export const KIND_FORWARD = 1;
 export const KIND_REPLY = 2;
+export const KIND_FORWARD_TRAIN = 3;
+export const KIND_BACKWARD = 4;
 
 /** Hard caps on what a decoder accepts (on top of the byte limit of the transport). */
 export interface ProtocolLimits {
@@ -99,7 +103,7 @@ export function decodeMessage(buf: Uint8Array, limits: ProtocolLimits = DEFAULT_
   const version = dv.getUint16(4, true);
   if (version !== VERSION) throw new ProtocolError('version', version, `is not supported (this build speaks version ${VERSION})`);
   const kind = dv.getUint16(6, true);
-  if (kind !== KIND_FORWARD && kind !== KIND_REPLY) throw new ProtocolError('kind', kind, `must be ${KIND_FORWARD} (forward) or ${KIND_REPLY} (reply)`);
+  if (kind < KIND_FORWARD || kind > KIND_BACKWARD) throw new ProtocolError('kind', kind, `must be ${KIND_FORWARD} (forward), ${KIND_REPLY} (reply), ${KIND_FORWARD_TRAIN} (training forward) or ${KIND_BACKWARD} (backward)`);
   const reserved = dv.getUint32(28, true);
   if (reserved !== 0) throw new ProtocolError('reserved', reserved, 'must be 0');
   const rows = dv.getUint32(20, true), cols = dv.getUint32(24, true);

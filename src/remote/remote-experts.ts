@@ -13,7 +13,9 @@
  * that expert's rows at zero, i.e. drops its contribution for those tokens exactly as capacity
  * dropping does (the residual connection carries them), and counts them in stats().
  *
- * Inference only (no gradients reach remote weights).
+ * Fine-tuning (train()): forwards keep their activations on the servers; backward sends each
+ * expert's dY to the replica holding them and gets dX back (the servers accumulate their own
+ * weight gradients); step() makes every server apply its optimizer. Otherwise inference only.
  */
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
@@ -22,7 +24,8 @@ import { ConfigError, SwitchyardError } from '../errors.js';
 import { groupedExpertFFN } from '../moe/expert-ffn.js';
 import type { ExpertSource, MoELayer } from '../moe/layer.js';
 import { Tensor } from '../tensor/tensor.js';
-import type { InstanceInfo, RunMessage, RunResult, WorkerInit } from './nats-worker.js';
+import { isGradEnabled, record } from '../tensor/autodiff.js';
+import type { ChunkRef, InstanceInfo, RunMessage, RunResult, WorkerInit } from './nats-worker.js';
 import { checkModelId, moeLayerIndex, parseExpertSpec, type ExpertSet } from './spec.js';
 
 /** No replica of a remote expert answered (policy 'fail'): names the layer and the expert. */
@@ -130,6 +133,9 @@ export class RemoteExperts implements ExpertSource {
   private controlId = 0;
   private readonly pending = new Map<number, (m: unknown) => void>();
   private closedPromise: Promise<void> | null = null;
+  private training = false;
+  /** Makes a training forward part of the graph even when nothing upstream requires grad (its own gradient is null). */
+  private readonly trainHandle = new Tensor(new Float32Array(1), [1], true);
   /** Why the worker is gone, if it is (every later forward fails at once instead of waiting). */
   private dead: string | null = null;
   private attachedTo: MoELayer[] = [];
@@ -155,7 +161,7 @@ export class RemoteExperts implements ExpertSource {
       this.dead = `the NATS worker thread failed: ${e.message}`;
     });
     worker.on('message', (m: { type: string; id?: number }) => {
-      if (m.type === 'discovered' && m.id !== undefined) this.pending.get(m.id)?.(m);
+      if ((m.type === 'discovered' || m.type === 'stepped') && m.id !== undefined) this.pending.get(m.id)?.(m);
       if (m.type === 'closed') this.pending.get(-1)?.(m);
     });
   }
@@ -301,27 +307,13 @@ export class RemoteExperts implements ExpertSource {
       if (this.isLocal(li, e)) local.push(e);
       else remote.push({ expert: e, row0: offsets[e], rows });
     }
-    let id = 0;
-    if (remote.length) {
-      if (this.input.byteLength < 4 * N * d) {
-        this.input = new SharedArrayBuffer(4 * N * d);
-        this.output = new SharedArrayBuffer(4 * N * d);
-      }
-      new Float32Array(this.input, 0, N * d).set(x);
-      id = ++this.callId;
-      const msg: RunMessage = { type: 'run', id, layer: li, cols: d, tasks: remote, input: this.input, output: this.output, signal: this.signal };
-      this.worker.postMessage(msg);
-    }
+    const training = this.training && isGradEnabled();
+    if (training && local.length) throw new ConfigError('local', `${li}:${local[0]}`, 'experts run in the router cannot be fine-tuned through RemoteExperts; host them on an expert server');
+    const id = remote.length ? this.post(training ? 'train' : 'forward', li, d, remote, x, N) : 0;
     // Local experts run while the remote ones are in flight.
     if (local.length) this.runLocal(layer, li, local, x, offsets, d, y, input);
     if (!remote.length) return new Tensor(y, [N, d]);
-    const result = this.wait(id, li, remote);
-    this.counters.calls++;
-    this.counters.requests += result.requests;
-    this.counters.retries += result.retries;
-    this.counters.timeouts += result.timeouts;
-    this.counters.bytesSent += result.bytesSent;
-    this.counters.bytesReceived += result.bytesReceived;
+    const result = this.collect(id, li, remote);
     const out = new Float32Array(this.output, 0, N * d);
     let failed: { expert: number; reason: string } | null = null;
     remote.forEach((t, i) => {
@@ -345,7 +337,72 @@ export class RemoteExperts implements ExpertSource {
       const f = failed as { expert: number; reason: string };
       throw new RemoteExpertError(li, f.expert, f.reason);
     }
-    return new Tensor(y, [N, d]);
+    const yt = new Tensor(y, [N, d]);
+    if (!training) return yt;
+    // Backward: each answered chunk's dY goes to the replica that kept its activations; dX comes back.
+    const chunks = result.chunks.filter((c) => !result.failures[c.task]);
+    return record('remoteExperts', [xs, this.trainHandle], yt, (g) => {
+      const bid = this.post('backward', li, d, remote, g.f32, N, chunks);
+      const back = this.collect(bid, li, remote);
+      const bad = back.failures.findIndex((f) => f !== null);
+      if (bad >= 0) throw new RemoteExpertError(li, remote[bad].expert, back.failures[bad]!.reason);
+      const dx = new Float32Array(N * d);
+      const src = new Float32Array(this.output, 0, N * d);
+      for (const c of chunks) dx.set(src.subarray(c.row0 * d, (c.row0 + c.rows) * d), c.row0 * d);
+      return [new Tensor(dx, [N, d]), null];
+    });
+  }
+
+  /** Copy `data` (N×d) to shared memory and send the worker a run; returns its id. */
+  private post(mode: RunMessage['mode'], li: number, d: number, tasks: RunMessage['tasks'], data: Float32Array, N: number, chunks?: ChunkRef[]): number {
+    if (this.input.byteLength < 4 * N * d) {
+      this.input = new SharedArrayBuffer(4 * N * d);
+      this.output = new SharedArrayBuffer(4 * N * d);
+    }
+    new Float32Array(this.input, 0, N * d).set(data.subarray(0, N * d));
+    const id = ++this.callId;
+    const msg: RunMessage = { type: 'run', id, mode, layer: li, cols: d, tasks, chunks, input: this.input, output: this.output, signal: this.signal };
+    this.worker.postMessage(msg);
+    return id;
+  }
+
+  /** Wait for run `id` and add its counters. */
+  private collect(id: number, li: number, tasks: Array<{ expert: number }>): RunResult {
+    const result = this.wait(id, li, tasks);
+    this.counters.calls++;
+    this.counters.requests += result.requests;
+    this.counters.retries += result.retries;
+    this.counters.timeouts += result.timeouts;
+    this.counters.bytesSent += result.bytesSent;
+    this.counters.bytesReceived += result.bytesReceived;
+    return result;
+  }
+
+  /**
+   * Fine-tuning mode (the servers must run with --train): while on and gradients are enabled,
+   * forwards keep activations on the servers and backward() sends them dY; step() applies the
+   * servers' optimizers. Each expert trains on one replica (the first live one by id).
+   */
+  train(on = true): this {
+    this.training = on;
+    return this;
+  }
+
+  /** Fine-tuning: every expert server of the model applies its optimizer step and clears its gradients. */
+  async step(): Promise<{ instances: string[] }> {
+    const id = ++this.controlId;
+    const m = await new Promise<{ replies?: Array<{ id: string; error?: string }>; error?: string }>((resolve) => {
+      this.pending.set(id, resolve as (m: unknown) => void);
+      this.worker.ref();
+      this.worker.postMessage({ type: 'step', id });
+    }).finally(() => {
+      this.pending.delete(id);
+      this.worker.unref();
+    });
+    if (m.error) throw new ConfigError('step', this.modelId, m.error);
+    const bad = (m.replies ?? []).find((r) => r.error);
+    if (bad) throw new ConfigError('step', this.modelId, `an expert server refused the step: ${bad.error}`);
+    return { instances: (m.replies ?? []).map((r) => r.id) };
   }
 
   /** Block until the worker reports run `id` (bounded by two timeouts plus slack). */

@@ -110,6 +110,11 @@ export function directSubject(modelId: string, instanceId: string): string {
   return `switchyard.experts.${modelId}.direct.${instanceId}`;
 }
 
+/** Fine-tuning: every instance of the model applies its optimizer step on a request here. */
+export function stepSubject(modelId: string): string {
+  return `switchyard.experts.${modelId}.step`;
+}
+
 /** One server instance's `stats` endpoint (JSON). */
 export function statsSubject(modelId: string, instanceId: string): string {
   return `switchyard.experts.${modelId}.stats.${instanceId}`;
