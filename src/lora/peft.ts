@@ -120,8 +120,14 @@ export async function loadAdapter(dir: string): Promise<PeftAdapter> {
   }
   if (cfg.fan_in_fan_out === true) throw new ConfigError('fan_in_fan_out', true, 'Conv1D (GPT-2) layouts are not supported');
   if (cfg.use_dora === true) throw new ConfigError('use_dora', true, 'DoRA adapters are not supported');
+  // PEFT's own field names in errors (r, lora_alpha, lora_dropout), not ours.
+  if (typeof cfg.r !== 'number' || !Number.isInteger(cfg.r) || cfg.r <= 0) throw new ConfigError('r', cfg.r, `${ADAPTER_CONFIG_FILE}: the rank must be an integer >= 1`);
+  const la = cfg.lora_alpha;
+  if (la !== undefined && (typeof la !== 'number' || !Number.isFinite(la) || la <= 0)) throw new ConfigError('lora_alpha', la, `${ADAPTER_CONFIG_FILE}: must be a number > 0`);
+  const ld = cfg.lora_dropout;
+  if (ld !== undefined && ld !== null && (typeof ld !== 'number' || !(ld >= 0 && ld < 1))) throw new ConfigError('lora_dropout', ld, `${ADAPTER_CONFIG_FILE}: must be a number in [0, 1)`);
   const options = resolveLoRAOptions(
-    { rank: cfg.r as number, alpha: (cfg.lora_alpha as number | undefined) ?? 8, dropout: (cfg.lora_dropout as number | undefined) ?? 0, useRslora: (cfg.use_rslora as boolean | undefined) ?? false },
+    { rank: cfg.r as number, alpha: (cfg.lora_alpha as number | undefined) ?? 8, dropout: (cfg.lora_dropout as number | null | undefined) ?? 0, useRslora: (cfg.use_rslora as boolean | undefined) ?? false },
     'adapter_config',
   );
   const tensors = await loadSafetensors(join(dir, ADAPTER_WEIGHTS_FILE)).catch((e: Error) => {
