@@ -219,6 +219,17 @@ forEachBackend((backend, run) => {
         const f = site.factors as Array<{ A: Tensor; B: Tensor }>;
         const ref = naiveMixture(x.f32, 6, lin.weight.f32, lin.bias?.f32 ?? null, 16, 16, f.map((q) => q.A.f32), f.map((q) => q.B.f32), [2, 3, 2], [1, 2, 0.5], g);
         expectAllClose(y.f32, ref, { rtol: 1e-4, atol: 1e-5 });
+        // A larger input takes the kernel path at inference (the small one the plain-loop decode path).
+        const xl = randn([4, 12, 16], 81);
+        const yl = noGrad(() => site.forward(xl));
+        const ll = noGrad(() => xl.reshape([48, 16]).matmul(W, { transB: true })).f32;
+        const gl = softmaxRows(ll, 48, 3).map((p) => {
+          if (router.type === 'dense') return p;
+          const order = [0, 1, 2].sort((a, b) => p[b] - p[a]).slice(0, 2);
+          const z = router.normalize === false ? 1 : order.reduce((acc, e) => acc + p[e], 0);
+          return p.map((v, e) => (order.includes(e) ? v / z : 0));
+        });
+        expectAllClose(yl.f32, naiveMixture(xl.f32, 48, lin.weight.f32, lin.bias?.f32 ?? null, 16, 16, f.map((q) => q.A.f32), f.map((q) => q.B.f32), [2, 3, 2], [1, 2, 0.5], gl), { rtol: 1e-4, atol: 1e-5, label: 'kernel path' });
         // The taped path (adapters require grad) gives the same values as the inference path.
         expectAllClose(site.forward(x).f32, y.f32, { rtol: 1e-6, atol: 1e-6, label: 'taped vs inference' });
         gradCheck(

@@ -148,6 +148,35 @@ export function groupedLowRank(xs: Tensor, offsets: Int32Array, factors: readonl
   });
 }
 
+/** At most this many assignments take the plain-loop inference path. */
+const SMALL_ROWS = 16;
+
+function smallMixture(
+  x: Float32Array, d: number, tokenIndex: Int32Array, offsets: Int32Array, factors: readonly LowRankFactors[], ranks: number[],
+  w: Float32Array | null, outF: number, into: Float32Array,
+): void {
+  const h = new Float64Array(Math.max(1, ...ranks));
+  for (let e = 0; e < factors.length; e++) {
+    const f = factors[e];
+    if (!f) continue;
+    const A = f.A.f32, B = f.B.f32, r = ranks[e];
+    for (let i = offsets[e]; i < offsets[e + 1]; i++) {
+      const xo = tokenIndex[i] * d, yo = tokenIndex[i] * outF;
+      const wi = w ? w[i] : 1;
+      for (let j = 0; j < r; j++) {
+        let acc = 0;
+        for (let c = 0, ao = j * d; c < d; c++) acc += A[ao + c] * x[xo + c];
+        h[j] = acc * wi;
+      }
+      for (let o = 0; o < outF; o++) {
+        let acc = 0;
+        for (let j = 0, bo = o * r; j < r; j++) acc += B[bo + j] * h[j];
+        into[yo + o] += acc;
+      }
+    }
+  }
+}
+
 /**
  * The whole low-rank path of a mixture site as one op over the dispatch plan: gather each
  * assignment's input row (rows sorted by adapter), Y = groupedLowRank(rows, w), then scatter-add Y
@@ -174,6 +203,13 @@ export function groupedLoRAMixture(
     if (f.B.rank !== 2 || f.B.shape[0] !== outFeatures || f.B.shape[1] !== r) throw new ShapeError(`lora_B[${e}]`, f.B.shape, `must be [${outFeatures}, ${r}]`);
     return r;
   });
+  if (opts.into && N <= SMALL_ROWS) {
+    // Decoding (a token or a few): a few thousand multiply-adds, cheaper in plain loops than as
+    // four kernel calls. Float64 accumulation, so it may differ from the kernel path in the last
+    // bits; inference only (no tape).
+    smallMixture(x, d, tokenIndex, offsets, factors, ranks, w ? requireFloat(w, 'groupedLoRAMixture.w') : null, outFeatures, opts.into);
+    return new Tensor(opts.into, [T, outFeatures]);
+  }
   const hOff = new Int32Array(E + 1);
   for (let e = 0; e < E; e++) hOff[e + 1] = hOff[e] + (offsets[e + 1] - offsets[e]) * ranks[e];
   let xs = x;

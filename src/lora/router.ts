@@ -129,7 +129,19 @@ export class AdapterRouter {
   private routeFast(x2: Tensor, W: Tensor, n: number): AdapterRoute {
     const c = this.config;
     const T = x2.shape[0];
-    const logits = noGrad(() => matmul(x2, W, { transB: true }));
+    let logits: Tensor;
+    if (T <= 16) {
+      // Decoding: n·d multiply-adds per token, cheaper as a loop than a kernel call.
+      const xd = x2.f32, wd = W.f32, d = x2.shape[1], out = new Float32Array(T * n);
+      for (let t = 0; t < T; t++) {
+        for (let e = 0; e < n; e++) {
+          let acc = 0;
+          for (let c = 0; c < d; c++) acc += xd[t * d + c] * wd[e * d + c];
+          out[t * n + e] = acc;
+        }
+      }
+      logits = new Tensor(out, [T, n]);
+    } else logits = noGrad(() => matmul(x2, W, { transB: true }));
     const l = logits.f32;
     const k = c.type === 'dense' ? n : c.k;
     const experts = new Int32Array(T * k), gates = new Float32Array(T * k), probs = new Float32Array(T * n);
