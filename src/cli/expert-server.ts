@@ -1,5 +1,6 @@
 /** `switchyard expert-server`: host some of a model's experts for routers elsewhere, over NATS (expert parallelism). */
 import { Command, InvalidArgumentError } from 'commander';
+import { ConfigError } from '../errors.js';
 import { noGrad } from '../tensor/autodiff.js';
 import { Tensor } from '../tensor/tensor.js';
 import { parseByteBudget } from '../serve/bytes.js';
@@ -35,7 +36,7 @@ export function expertServerCommand(): Command {
     }, 'adamw')
     .option('--lr <x>', 'with --train: learning rate', numberOption('--lr', { positive: true }), 1e-4)
     .action(async (o: { checkpoint: string; experts: string; nats: string; modelId?: string; expertMemory?: string; maxRows: number; verify: 'changed' | 'always' | 'off'; train?: boolean; optimizer: 'adamw' | 'sgd'; lr: number }) => {
-      if (o.train && o.expertMemory) throw new InvalidArgumentError('--train keeps the hosted experts resident: drop --expert-memory');
+      if (o.train && o.expertMemory) throw new ConfigError('--expert-memory', o.expertMemory, 'cannot be used with --train (fine-tuning keeps the hosted experts resident)');
       // Experts through the on-demand store: only the hosted ones are ever read (resident for --train).
       const served = await loadServingModel(o.checkpoint, { expertMemory: o.train ? null : o.expertMemory ?? 'all', verify: o.verify });
       const layers = moeLayerIndex(served.model);
@@ -45,7 +46,7 @@ export function expertServerCommand(): Command {
         experts = parseExpertSpec(o.experts, sizes, '--experts');
       } catch (e) {
         await served.close();
-        throw new InvalidArgumentError((e as Error).message);
+        throw e;
       }
       // Read the hosted experts now (one zero row each), so the first requests do not wait on disk.
       const byIndex = new Map([...layers].map(([l, i]) => [i, l]));

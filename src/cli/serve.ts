@@ -1,6 +1,7 @@
 /** `switchyard serve <checkpoint|hf-dir>`: an OpenAI-compatible HTTP server for a trained or imported MoE model. */
 import { Command, InvalidArgumentError } from 'commander';
 import { basename, resolve } from 'node:path';
+import { ConfigError } from '../errors.js';
 import { formatBytes, parseByteBudget } from '../serve/bytes.js';
 import { loadServingModel } from '../serve/model-loader.js';
 import { createServer } from '../serve/server.js';
@@ -60,7 +61,7 @@ export function serveCommand(): Command {
     .option('--local-experts <spec>', "with --remote-experts: experts to run in this process instead ('1:0-3,2:*'; read on demand within --expert-memory)")
     .action(async (path: string, o: { port: number; host: string; expertMemory?: string; prefetch?: boolean; verify: 'changed' | 'always' | 'off'; maxQueue: number; maxBody: number; context: 'error' | 'truncate'; maxTokens: number; modelName?: string; remoteExperts?: string; modelId?: string; remoteTimeout: number; onExpertFailure: 'fail' | 'drop'; localExperts?: string }) => {
       if (o.prefetch && !o.expertMemory) throw new InvalidArgumentError('--prefetch needs --expert-memory');
-      if (!o.remoteExperts && (o.localExperts || o.modelId)) throw new InvalidArgumentError(`${o.localExperts ? '--local-experts' : '--model-id'} needs --remote-experts`);
+      if (!o.remoteExperts && (o.localExperts || o.modelId)) throw new ConfigError(o.localExperts ? '--local-experts' : '--model-id', o.localExperts ?? o.modelId, 'needs --remote-experts');
       // With remote experts the model is built with its experts deferred (an expert store that
       // only ever reads --local-experts), and RemoteExperts takes the layers over.
       const served = await loadServingModel(path, { expertMemory: o.expertMemory ?? (o.remoteExperts ? 'all' : null), prefetch: !!o.prefetch, verify: o.verify });
