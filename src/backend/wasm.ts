@@ -497,14 +497,16 @@ export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<
   const threaded = threads > 1;
   const url = new URL(opts.wasmUrl ?? (threaded ? './switchyard-threads.wasm' : './switchyard.wasm'), import.meta.url);
   const module = await compile(opts.wasm, url);
+  // the threaded build exports the worker loop (and imports a shared memory): check before instantiating
+  const isThreadedBuild = WebAssembly.Module.exports(module).some((e) => e.name === 'sy_wasm_worker');
+  if (threaded !== isThreadedBuild) {
+    throw new Error(`switchyard: ${opts.wasm ? 'the given module' : url.href} is the ${isThreadedBuild ? 'threaded' : 'one-thread'} build, expected the other one (threads=${threads})`);
+  }
   const memory = new WebAssembly.Memory(
     threaded ? { initial: INITIAL_PAGES, maximum: MAXIMUM_PAGES, shared: true } : { initial: INITIAL_PAGES, maximum: MAXIMUM_PAGES },
   );
   const instance = await WebAssembly.instantiate(module, { env: { memory, log: Math.log, pow: Math.pow } });
   const ex = instance.exports as unknown as WasmExports;
-  if (threaded !== (typeof ex.sy_wasm_worker === 'function')) {
-    throw new Error(`switchyard: ${url.href} is the ${threaded ? 'one-thread' : 'threaded'} build, expected the other one`);
-  }
   const workers: WorkerLike[] = [];
   if (threaded) {
     const tlsSize = Number(ex.__tls_size!.value);
