@@ -123,33 +123,52 @@ fn sy_tanh(x: f32) -> f32 {
 `;
 
 const GEMM = /* wgsl */ `
-// One dispatch for the whole task list: z = task, (x, y) = 8x8 tiles of C. All buffers live in one
-// storage array; task t's 13 params index into it through base[].
+// One dispatch for the whole task list: z = task, (x, y) = 16x16 tiles of C. All buffers live in
+// one storage array; task t's 13 params index into it through base[]. Each workgroup stages 16x16
+// tiles of op(A) and op(B) in workgroup memory; every C element is still summed in increasing l
+// (one accumulator per invocation), so results do not depend on the tiling.
 @group(0) @binding(0) var<storage, read_write> data: array<f32>;
 @group(0) @binding(1) var<storage, read> params: array<i32>;
 @group(0) @binding(2) var<storage, read> base: array<u32>;
 
-@compute @workgroup_size(8, 8, 1)
-fn main(@builtin(global_invocation_id) g: vec3<u32>) {
-  let p = g.z * 13u;
+const T = 16u;
+var<workgroup> ta: array<array<f32, 16>, 16>;
+var<workgroup> tb: array<array<f32, 16>, 16>;
+
+@compute @workgroup_size(16, 16, 1)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+  let p = wg.z * 13u;
   let m = u32(params[p + 9u]); let n = u32(params[p + 10u]); let k = u32(params[p + 11u]);
-  let i = g.y; let j = g.x;
-  if (i >= m || j >= n) { return; }
+  let i0 = wg.y * T; let j0 = wg.x * T;
+  // whole workgroups leave together (workgroupBarrier must be reached uniformly)
+  if (i0 >= m || j0 >= n) { return; }
   let flags = params[p + 12u];
+  let ta_ = (flags & 1) != 0; let tb_ = (flags & 2) != 0;
   let a0 = base[u32(params[p + 0u])] + u32(params[p + 1u]); let lda = u32(params[p + 2u]);
   let b0 = base[u32(params[p + 3u])] + u32(params[p + 4u]); let ldb = u32(params[p + 5u]);
   let c0 = base[u32(params[p + 6u])] + u32(params[p + 7u]); let ldc = u32(params[p + 8u]);
-  var ai = a0 + i * lda; var astep = 1u;
-  if ((flags & 1) != 0) { ai = a0 + i; astep = lda; }
-  var bj = b0 + j; var bstep = ldb;
-  if ((flags & 2) != 0) { bj = b0 + j * ldb; bstep = 1u; }
+  let li = lid.y; let lj = lid.x;
+  let i = i0 + li; let j = j0 + lj;
   var acc = 0.0;
-  for (var l = 0u; l < k; l = l + 1u) {
-    acc = acc + data[ai] * data[bj];
-    ai = ai + astep; bj = bj + bstep;
+  for (var l0 = 0u; l0 < k; l0 = l0 + T) {
+    // ta[r][c] = op(A)[i0 + r, l0 + c]; tb[r][c] = op(B)[l0 + r, j0 + c] (zero outside)
+    let ar = i0 + li; let ac = l0 + lj;
+    var av = 0.0;
+    if (ar < m && ac < k) { av = data[select(a0 + ar * lda + ac, a0 + ac * lda + ar, ta_)]; }
+    ta[li][lj] = av;
+    let br = l0 + li; let bc = j0 + lj;
+    var bv = 0.0;
+    if (br < k && bc < n) { bv = data[select(b0 + br * ldb + bc, b0 + bc * ldb + br, tb_)]; }
+    tb[li][lj] = bv;
+    workgroupBarrier();
+    let lmax = min(T, k - l0);
+    for (var l = 0u; l < lmax; l = l + 1u) { acc = acc + ta[li][l] * tb[l][lj]; }
+    workgroupBarrier();
   }
-  let c = c0 + i * ldc + j;
-  if ((flags & 4) != 0) { data[c] = data[c] + acc; } else { data[c] = acc; }
+  if (i < m && j < n) {
+    let c = c0 + i * ldc + j;
+    if ((flags & 4) != 0) { data[c] = data[c] + acc; } else { data[c] = acc; }
+  }
 }
 `;
 
@@ -481,7 +500,7 @@ export class WebGpuKernels {
     const pbuf = this.#storage(params), bbuf = this.#upload(base.buffer, GPUBufferUsage.STORAGE);
     const out = new Uint8Array(all.buffer);
     if (ntasks > 65535) throw new RangeError(`gemm: ${ntasks} tasks exceed the WebGPU grid (65535)`);
-    await this.#run(this.#pipeline('gemm', GEMM, 'main'), [data, pbuf, bbuf], [Math.ceil(maxN / 8), Math.ceil(maxM / 8), ntasks], data, all.byteLength, out);
+    await this.#run(this.#pipeline('gemm', GEMM, 'main'), [data, pbuf, bbuf], [Math.ceil(maxN / 16), Math.ceil(maxM / 16), ntasks], data, all.byteLength, out);
     const written = new Set<number>();
     for (let t = 0; t < ntasks; t++) written.add(params[t * 13 + 6]);
     for (const [b, i] of first) if ([...written].some((w) => buffers[w] === b)) b.set(all.subarray(base[i], base[i] + b.length));
