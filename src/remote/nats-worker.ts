@@ -314,13 +314,16 @@ async function run(m: RunMessage): Promise<void> {
 /** Fine-tuning: ask every instance of the model to apply its optimizer step; the ids that did. */
 async function step(): Promise<Array<{ id: string; steps?: number; error?: string }>> {
   await refresh();
-  const expected = new Set(instances.map((i) => i.id));
+  // Servers without --train answer `step` with an error; only the training ones are waited for.
+  const expected = new Set(instances.filter((i) => i.metadata.train && i.metadata.train !== 'off').map((i) => i.id));
+  if (!expected.size) throw new Error('no expert server of this model runs with --train');
   const out: Array<{ id: string; steps?: number; error?: string }> = [];
   try {
-    const it = await nc.requestMany(stepSubject(init.modelId), new Uint8Array(0), { strategy: RequestStrategy.Count, maxMessages: Math.max(1, expected.size), maxWait: init.timeoutMs });
+    const it = await nc.requestMany(stepSubject(init.modelId), new Uint8Array(0), { strategy: RequestStrategy.Count, maxMessages: instances.length, maxWait: init.timeoutMs });
     for await (const msg of it) {
       if (ServiceError.isServiceError(msg)) {
-        out.push({ id: '?', error: ServiceError.toServiceError(msg)?.message ?? 'error' });
+        const text = ServiceError.toServiceError(msg)?.message ?? 'error';
+        if (!/not started with --train/.test(text)) out.push({ id: '?', error: text });
         continue;
       }
       out.push(JSON.parse(new TextDecoder().decode(msg.data)) as { id: string; steps: number });
@@ -328,6 +331,8 @@ async function step(): Promise<Array<{ id: string; steps?: number; error?: strin
   } catch (e) {
     if ((e as NatsError).code !== ErrorCode.NoResponders) throw e;
   }
+  const answered = new Set(out.map((r) => r.id));
+  for (const id of expected) if (!answered.has(id)) out.push({ id, error: `no answer within ${init.timeoutMs} ms` });
   return out;
 }
 
