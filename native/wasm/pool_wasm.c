@@ -74,6 +74,7 @@ static int64_t job_n;
 static int64_t next_item;
 static int pending;              /* workers still inside the current job */
 static int busy;                 /* the pool is in use (nested/concurrent callers run inline) */
+static int failed;               /* a worker trapped (e.g. out of memory): its items never finish */
 
 static int active_threads(void) {
   int r = __atomic_load_n(&ready, __ATOMIC_ACQUIRE) + 1;
@@ -116,11 +117,18 @@ void sy_parallel_for(int64_t nitems, sy_task_fn fn, void *ctx) {
 #endif
   run_items(0);
   while (__atomic_load_n(&pending, __ATOMIC_ACQUIRE) != 0) {
+    /* a dead worker would make this spin forever: trap instead (JS sees a RuntimeError) */
+    if (__atomic_load_n(&failed, __ATOMIC_ACQUIRE)) __builtin_trap();
   }
   __atomic_store_n(&busy, 0, __ATOMIC_RELEASE);
 }
 
 #if defined(__wasm_atomics__)
+/* Called by wasm-worker.ts when sy_wasm_worker trapped: the pool is unusable from now on. */
+__attribute__((export_name("sy_wasm_worker_failed"))) void sy_wasm_worker_failed(void) {
+  __atomic_store_n(&failed, 1, __ATOMIC_RELEASE);
+}
+
 /* Worker thread body (never returns). The generation is read before registering as ready, so a
  * job posted after the caller counted this worker is always seen as a change. */
 __attribute__((export_name("sy_wasm_worker"))) void sy_wasm_worker(int tid) {

@@ -21,6 +21,7 @@ interface WorkerExports {
   __stack_pointer: WebAssembly.Global;
   __wasm_init_tls(base: number): void;
   sy_wasm_worker(tid: number): void;
+  sy_wasm_worker_failed(): void;
 }
 
 interface WorkerScope {
@@ -43,5 +44,11 @@ scope.onmessage = (ev: MessageEvent<WasmWorkerStart>): void => {
     return;
   }
   scope.postMessage({ tid, ready: true });
-  exports.sy_wasm_worker(tid); // never returns
+  try {
+    exports.sy_wasm_worker(tid); // never returns unless a kernel traps on this thread
+  } catch (e) {
+    // tell the pool, so the calling thread traps instead of waiting forever for this worker's items
+    exports.sy_wasm_worker_failed();
+    throw e;
+  }
 };

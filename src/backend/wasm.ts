@@ -197,7 +197,14 @@ export class WasmBackend extends ReferenceBackend {
       ptrs[i] += this.#arena;
       if (reads[i]) heap.set(new Uint8Array(a.buffer, a.byteOffset, a.byteLength), ptrs[i]);
     }
-    const r = fn(ptrs);
+    let r: R;
+    try {
+      r = fn(ptrs);
+    } catch (e) {
+      // a trap inside the C code: out of memory (abort) or a dead worker thread
+      if (e instanceof WebAssembly.RuntimeError) throw new Error(`switchyard: wasm kernel failed (${e.message}): out of memory or a worker thread died`, { cause: e });
+      throw e;
+    }
     heap = new Uint8Array(this.#memory.buffer); // the kernel may have grown memory
     for (let i = 0; i < arrays.length; i++) {
       const a = arrays[i];
