@@ -51,6 +51,8 @@ describe.skipIf(!built)('switchyard CLI', () => {
     expectOneLineError(run('sample', join(dir, 'no-such-run')), /does not exist|no loadable checkpoint/);
     expectOneLineError(run('train', '--corpus', join(dir, 'no-such-corpus.txt'), '--steps', '1'), /no-such-corpus/);
     expectOneLineError(run('nonsense'), /unknown command/);
+    // An argument error raised inside a command's action is printed too, not only its exit code.
+    expectOneLineError(run('serve', join(dir, 'no-such-run'), '--prefetch'), /--prefetch needs --expert-memory/);
   });
 
   it('trains a tiny model, then samples, inspects and evaluates it', () => {

@@ -20,6 +20,10 @@ import { trainCommand } from './train.js';
 const require = createRequire(import.meta.url);
 const pkg = require('../../package.json') as { version: string };
 
+// Whether commander has printed the error it is about to throw (an InvalidArgumentError thrown
+// from inside an action reaches main() unprinted).
+let errorPrinted = false;
+
 /** Build the root command (exported for tests). */
 export function buildProgram(): Command {
   const program = new Command();
@@ -35,7 +39,12 @@ export function buildProgram(): Command {
   const quiet = (c: Command): void => {
     c.exitOverride();
     c.showSuggestionAfterError(false);
-    c.configureOutput({ outputError: (str, write) => write(`switchyard: ${str.replace(/^error: /, '').trim()}\n`) });
+    c.configureOutput({
+      outputError: (str, write) => {
+        errorPrinted = true;
+        write(`switchyard: ${str.replace(/^error: /, '').trim()}\n`);
+      },
+    });
     c.commands.forEach(quiet);
   };
   quiet(program);
@@ -47,7 +56,8 @@ async function main(): Promise<void> {
     await buildProgram().parseAsync(process.argv);
   } catch (e) {
     if (e instanceof CommanderError) {
-      // commander has printed its one-line message (or help/version, exit 0).
+      // commander has printed its one-line message (or help/version, exit 0), unless an action threw it.
+      if (!errorPrinted && e.exitCode !== 0) process.stderr.write(`switchyard: ${errorLine(e)}\n`);
       process.exitCode = e.exitCode;
       return;
     }
