@@ -33,7 +33,7 @@ function settings(opts) {
   return {
     model: { ...DEMO_LM, nLayers: 2, maxSeqLen: 64 },
     batchSize: 16, seqLen: 64,
-    baseSteps: n ?? 250, adapterSteps: n ?? 100, fullSteps: n ?? 400, supervisedSteps: n ? Math.ceil(n / 2) : 40, lmSteps: n ? Math.ceil(n / 2) : 30,
+    baseSteps: n ?? 250, adapterSteps: n ?? 100, fullSteps: n ?? 400, supervisedSteps: n ? Math.ceil(n / 2) : 200, lmSteps: n ? Math.ceil(n / 2) : 30,
     evalBatches: 4, maxDocuments: 1000, speedRounds: 5,
   };
 }
@@ -104,6 +104,7 @@ async function main() {
           return since(t1);
         };
         const tm = [], tbase = [];
+        mix.model.eval();
         noGrad(() => mix.model.forward(ids));
         for (let r = 0; r < s.speedRounds; r++) {
           tm.push(time(mix.model));
@@ -168,7 +169,7 @@ async function readme(r, opts, outDir) {
     '',
     `Base: a character-level MoE language model (${s.model.nLayers} layers, d_model ${s.model.dModel}, ${s.model.moe.numExperts} experts top-${s.model.moe.router.k} of width ${s.model.dFF}; ${fmtInt(r.base.trainableParameters)} parameters) trained ${s.baseSteps} steps of ${s.batchSize}×${s.seqLen} characters on Moby-Dick (held-out Moby-Dick loss ${fmt(r.base.mobyDickEvalLoss)}), then frozen.`,
     `Adapters: one rank-8 LoRA (alpha 16, dropout 0.05) on q/k/v/o of every layer per topic file of the Debian \`fortunes\` package (${TOPICS.join(', ')}; up to ${s.maxDocuments} fortunes each, 10% held out), ${s.adapterSteps} steps of ${s.batchSize}×${s.seqLen} on that topic alone.`,
-    `Mixtures: the four adapters, frozen, under a router trained alone: ${s.supervisedSteps} steps of cross-entropy between every adapted layer's router and the window's topic (warm start), then ${s.lmSteps} steps on the language-model loss; windows drawn round-robin from the four topics. Full fine-tuning: a copy of the base, every parameter trained ${s.fullSteps} steps on the four topics' training text together (AdamW, lr 1e-3).`,
+    `Mixtures: the four adapters, frozen, under a router trained alone: ${s.supervisedSteps} steps of cross-entropy between every adapted layer's router logits (computed from the hidden state that layer sees, as a local classifier) and the window's topic (warm start), then ${s.lmSteps} steps on the language-model loss; windows drawn round-robin from the four topics. Full fine-tuning: a copy of the base, every parameter trained ${s.fullSteps} steps on the four topics' training text together (AdamW, lr 1e-3).`,
     '',
     '## Per-topic held-out loss (nats per character)',
     '',

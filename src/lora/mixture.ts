@@ -66,6 +66,9 @@ export class LoRAMixtureLinear extends Module {
   readonly adapters: ResolvedLoRAOptions[];
   /** The route of the last forward (choices, gates, stats). */
   last: AdapterRoute | null = null;
+  /** When set, the last forward's input rows [T, in] are kept in `lastInput` (router warm start). */
+  recordInput = false;
+  lastInput: Tensor | null = null;
   private readonly ctx: ForwardContext;
 
   constructor(path: string, base: Linear, adapters: Array<{ name: string; options: ResolvedLoRAOptions }>, router: ResolvedRouterConfig, ctx: ForwardContext, gen: Generator) {
@@ -97,6 +100,7 @@ export class LoRAMixtureLinear extends Module {
     const batch = x.rank === 3 ? x.shape[0] : this.ctx.batch * this.ctx.seq === T ? this.ctx.batch : 1;
     const route = this.router.route(x2, batch, this.training);
     this.last = route;
+    this.lastInput = this.recordInput ? x2.detach() : null;
     const n = this.factors.length;
     const { plan } = route;
     const single = this.router.config.type === 'single';

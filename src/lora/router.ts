@@ -78,6 +78,18 @@ export class AdapterRouter {
     return this.rows.length === 1 ? this.rows[0] : concat([...this.rows], 0);
   }
 
+  /**
+   * The logits a supervised warm start trains on, from a site's recorded input x2 [T, in]: per
+   * token [T, n] ('topk', 'dense'), or per sequence [batch, n] from the mean input ('sequence').
+   * Differentiable in the router rows only when x2 is detached (a local classifier per site).
+   */
+  supervisionLogits(x2: Tensor, batch: number): Tensor {
+    const W = this.weight();
+    if (this.config.type !== 'sequence') return matmul(x2, W, { transB: true });
+    const T = x2.shape[0];
+    return matmul(mean(reshape(x2, [batch, T / batch, x2.shape[1]]), 1), W, { transB: true });
+  }
+
   /** Route x2 [T, in] where T = batch · seq (sequence routing needs batch). */
   route(x2: Tensor, batch: number, training: boolean): AdapterRoute {
     const c = this.config;

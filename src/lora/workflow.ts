@@ -398,20 +398,26 @@ export async function mixAdapters(o: MixAdaptersOptions): Promise<MixtureResult>
       const opt = new AdamW(params, { lr: o.lr ?? 1e-2, weightDecay: 0 });
       const g = new Generator(seed + 101);
       const t0 = Date.now();
-      const sup = o.supervisedSteps ?? 100, lm = o.lmSteps ?? 100;
+      const sup = o.supervisedSteps ?? 200, lm = o.lmSteps ?? 50;
       model.train(true);
       for (let step = 0; step < sup + lm; step++) {
         const batch = mixedBatch(domains, batchSize, seqLen, g, step);
         opt.zeroGrad();
         let loss: Tensor;
         if (step < sup) {
-          model.forward(batch.input);
-          const terms = model.sites.map((s) => {
-            const logits = s.last?.logits as Tensor;
-            const perSeq = logits.shape[0] === batchSize && model.routerConfig.type === 'sequence';
-            const labels = perSeq ? batch.labels : Int32Array.from({ length: batchSize * seqLen }, (_, i) => batch.labels[Math.floor(i / seqLen)]);
-            return crossEntropy(logits, labels);
+          // Warm start: every site's router is a classifier of the hidden state it sees, trained on
+          // the window's domain; the forward runs without a tape (only the router rows learn here).
+          for (const site of model.sites) site.recordInput = true;
+          noGrad(() => model.forward(batch.input));
+          const labelsTok = Int32Array.from({ length: batchSize * seqLen }, (_, i) => batch.labels[Math.floor(i / seqLen)]);
+          const terms = model.sites.map((site) => {
+            const logits = site.router.supervisionLogits(site.lastInput as Tensor, batchSize);
+            return crossEntropy(logits, logits.shape[0] === batchSize && model.routerConfig.type === 'sequence' ? batch.labels : labelsTok);
           });
+          for (const site of model.sites) {
+            site.recordInput = false;
+            site.lastInput = null;
+          }
           loss = mul(terms.reduce((a, b) => add(a, b)), 1 / terms.length);
         } else {
           const r = model.loss(batch.input, batch.target);
