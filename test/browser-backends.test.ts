@@ -114,6 +114,10 @@ describe('browser backends in headless Chromium', () => {
       expect(value.backend).toBe('webgpu');
       expect(value.adapter).toBeTruthy();
       expectAllPassed(value, 40);
+      // the hot ops really ran as WGSL (not on the wasm fallback)
+      for (const op of ['gemm', 'unary', 'gatedAct', 'affine', 'binary', 'softmax', 'logsumexp', 'gatherRows', 'scatterAddRows']) {
+        expect(value.gpuCalls?.[op] ?? 0, `GPU calls of ${op}`).toBeGreaterThan(0);
+      }
       expect(errors).toEqual([]);
     }, 460_000);
 

@@ -65,6 +65,10 @@ export class WebGpuBackend implements Backend {
   readonly fallback: Backend;
   /** The adapter in use, e.g. "google swiftshader". */
   readonly adapterName: string;
+  /** Kernel calls served by the GPU so far, per op (the rest went to `fallback`). */
+  readonly gpuCalls: Record<GpuRequest['op'], number> = {
+    gemm: 0, unary: 0, gatedAct: 0, affine: 0, binary: 0, softmax: 0, logsumexp: 0, gatherRows: 0, scatterAddRows: 0,
+  };
 
   /** Use `createWebGpuBackend()`. */
   constructor(worker: GpuWorker, ctrl: SharedArrayBuffer, result: SharedArrayBuffer, fallback: Backend, adapterName: string, timeoutMs: number) {
@@ -113,6 +117,7 @@ export class WebGpuBackend implements Backend {
       const msg = String.fromCharCode(...new Uint16Array(this.#result, 0, n));
       throw new Error(`switchyard: WebGPU ${op} failed: ${msg}`);
     }
+    this.gpuCalls[op]++;
     const src = new Uint8Array(this.#result);
     let off = 0;
     for (const t of targets) {

@@ -16,6 +16,8 @@ export interface SuiteReport {
   threads: number;
   isolated: boolean;
   adapter?: string | null;
+  /** WebGPU only: kernel calls the GPU served, per op. */
+  gpuCalls?: Record<string, number>;
   results: TestResult[];
   error?: string;
 }

@@ -15,7 +15,7 @@ scope.onmessage = async (ev) => {
     const be = await createWebGpuBackend({ wasm: { threads: 1 } });
     registerOpSuite(be, [1]);
     const results = await runAll(filter);
-    scope.postMessage({ backend: be.name, threads: be.threads, isolated: crossOriginIsolated, adapter: be.adapterName, results });
+    scope.postMessage({ backend: be.name, threads: be.threads, isolated: crossOriginIsolated, adapter: be.adapterName, gpuCalls: { ...be.gpuCalls }, results });
     be.dispose();
   } catch (e) {
     scope.postMessage({ backend: ev.data.backend, threads: 0, isolated: crossOriginIsolated, results: [], error: e instanceof Error ? `${e.name}: ${e.message}` : String(e) });
