@@ -2,8 +2,9 @@
  * The engine's backend op suite, framework-free so it runs inside a browser page: the kernel
  * cases and tolerances of test/native-backend.test.ts (gemm incl. the MoE grouped task list,
  * element-wise, row-wise, indexing, optimizer kernels, determinism, argument validation), checked
- * against the TypeScript reference backend. Generated from that file's cases by hand-adapting only
- * the harness (mini-test.ts instead of vitest; no ISA switching: wasm has one SIMD128 path).
+ * against the TypeScript reference backend. The cases are copied from that file with only the
+ * harness changed (mini-test.ts instead of vitest; no ISA switching: wasm has one SIMD128 path);
+ * keep the two in step (or make native-backend.test.ts register these cases too).
  */
 import {
   GEMM_ACCUMULATE,
