@@ -122,12 +122,22 @@ describe('remote experts over NATS', () => {
     try {
       const ask = async (url: string): Promise<{ choices: Array<{ text: string }> }> => {
         const r = await fetch(`${url}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ prompt: 'Call me Ishmael.', max_tokens: 12, temperature: 0 }), signal: AbortSignal.timeout(60_000) });
-        expect(r.status).toBe(200);
+        if (r.status !== 200) throw new Error(`${url}: ${r.status} ${await r.text()}`);
         return (await r.json()) as { choices: Array<{ text: string }> };
       };
       const [x, y] = await Promise.all([ask(loc.url), ask(rem.url)]);
       expect(x.choices[0].text.length).toBeGreaterThan(0);
       expect(y.choices[0].text).toBe(x.choices[0].text);
+      // The remote experts' counters are exported: requests went out, none failed.
+      const metrics = await (await fetch(`${rem.url}/metrics`, { signal: AbortSignal.timeout(10_000) })).text();
+      const sample = (name: string): number => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(metrics)?.[1] ?? NaN);
+      expect(sample('switchyard_remote_expert_requests_total')).toBeGreaterThan(0);
+      expect(sample('switchyard_remote_expert_failures_total')).toBe(0);
+      expect(metrics).toMatch(/switchyard_remote_expert_rows_total\{where="remote"\} [1-9]/);
+      const health = (await (await fetch(`${rem.url}/healthz`, { signal: AbortSignal.timeout(10_000) })).json()) as { remoteExperts?: { onFailure: string; requests: number } };
+      expect(health.remoteExperts?.onFailure).toBe('fail');
+      expect(health.remoteExperts?.requests).toBeGreaterThan(0);
+      expect((await (await fetch(`${loc.url}/metrics`)).text())).not.toMatch(/switchyard_remote_expert/);
     } finally {
       await Promise.all([kill(loc.proc), kill(rem.proc)]);
     }

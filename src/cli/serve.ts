@@ -91,7 +91,7 @@ export function serveCommand(): Command {
         };
       }
       const name = o.modelName ?? basename(resolve(path));
-      const server = await createServer(served, { modelName: name, maxQueue: o.maxQueue, maxBodyBytes: o.maxBody, context: o.context, defaultMaxTokens: o.maxTokens });
+      const server = await createServer(served, { modelName: name, maxQueue: o.maxQueue, maxBodyBytes: o.maxBody, context: o.context, defaultMaxTokens: o.maxTokens, remoteExperts: remote ?? undefined });
       const url = await server.listen(o.port, o.host);
       const s = served.store?.stats();
       const experts = remote

@@ -1,6 +1,7 @@
 /** Prometheus text exposition (format 0.0.4) of the server's counters. */
 import type { Engine } from './engine.js';
 import type { ExpertStore } from './expert-store.js';
+import type { RemoteExpertsStats } from '../remote/remote-experts.js';
 
 type Labels = Record<string, string | number>;
 
@@ -48,7 +49,8 @@ export class RequestCounter {
   }
 }
 
-export function renderMetrics(engine: Engine, store: ExpertStore | null, requests: RequestCounter, degraded: boolean): string {
+/** The server's Prometheus exposition: requests, generation, expert load, cache and remote-expert counters. */
+export function renderMetrics(engine: Engine, store: ExpertStore | null, requests: RequestCounter, degraded: boolean, remote: RemoteExpertsStats | null = null): string {
   const c = engine.counters;
   const p = new PromText();
   p.metric('switchyard_requests_total', 'counter', 'HTTP requests by route and status code.', requests.samples());
@@ -85,6 +87,18 @@ export function renderMetrics(engine: Engine, store: ExpertStore | null, request
     p.metric('switchyard_expert_load_errors_total', 'counter', 'Expert reads that failed.', s.loadErrors);
     p.metric('switchyard_expert_layer_hits_total', 'counter', 'Cache hits per MoE layer.', s.layers.map((l) => [{ layer: l.layer }, l.hits]));
     p.metric('switchyard_expert_layer_misses_total', 'counter', 'Cache misses per MoE layer.', s.layers.map((l) => [{ layer: l.layer }, l.misses]));
+  }
+  if (remote) {
+    p.metric('switchyard_remote_expert_calls_total', 'counter', 'Layer forwards that used remote experts.', remote.calls);
+    p.metric('switchyard_remote_expert_requests_total', 'counter', 'NATS requests sent to expert servers (retries and chunks included).', remote.requests);
+    p.metric('switchyard_remote_expert_retries_total', 'counter', 'Requests retried on another replica.', remote.retries);
+    p.metric('switchyard_remote_expert_timeouts_total', 'counter', 'Requests that timed out.', remote.timeouts);
+    p.metric('switchyard_remote_expert_failures_total', 'counter', 'Expert blocks that no replica answered.', remote.failures);
+    p.metric('switchyard_remote_expert_dropped_assignments_total', 'counter', "Token-expert assignments dropped under the 'drop' policy.", remote.droppedAssignments);
+    p.metric('switchyard_remote_expert_bytes_total', 'counter', 'Bytes exchanged with expert servers.', [[{ direction: 'sent' }, remote.bytesSent], [{ direction: 'received' }, remote.bytesReceived]]);
+    p.metric('switchyard_remote_expert_rows_total', 'counter', 'Token rows routed to experts, by where they ran.', [[{ where: 'remote' }, remote.remoteRows], [{ where: 'local' }, remote.localRows]]);
+    p.metric('switchyard_remote_expert_layer_rows_total', 'counter', 'Token rows sent per remote expert.', remote.experts.map((e) => [{ layer: e.layer, expert: e.expert }, e.rows]));
+    p.metric('switchyard_remote_expert_layer_failures_total', 'counter', 'Layer forwards in which no replica of this expert answered.', remote.experts.map((e) => [{ layer: e.layer, expert: e.expert }, e.failures]));
   }
   return p.toString();
 }

@@ -17,6 +17,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { Engine, QueueFullError, ShuttingDownError, AbortedError, type GenerateRequest } from './engine.js';
 import { ExpertLoadError } from './expert-store.js';
 import { renderMetrics, RequestCounter } from './metrics.js';
+import type { RemoteExpertsStats } from '../remote/remote-experts.js';
 import type { ServingModel } from './model-loader.js';
 import {
   CHAT_STOPS,
@@ -45,6 +46,8 @@ export interface ServerOptions {
   defaultMaxTokens?: number;
   /** fastify logger (default off). */
   logger?: boolean;
+  /** Counters of experts served by other processes (`serve --remote-experts`), for /metrics and /healthz. */
+  remoteExperts?: { stats(): RemoteExpertsStats; onFailure: 'fail' | 'drop' };
   /** Awaited before every forward of the engine (a test hook: hold a generation mid-way). */
   beforeStep?: () => Promise<void> | void;
 }
@@ -84,6 +87,12 @@ function describeError(e: unknown, maxBody: number): { status: number; body: Err
 }
 
 /** Build the server around a loaded model (does not listen yet). fastify is imported on first use, so importing the library stays fast. */
+/** The remote-expert counters /healthz reports (totals; per-expert figures are in /metrics). */
+function remoteSummary(r: { stats(): RemoteExpertsStats; onFailure: 'fail' | 'drop' }): Record<string, number | string> {
+  const { experts: _perExpert, ...totals } = r.stats();
+  return { onFailure: r.onFailure, ...totals };
+}
+
 export async function createServer(served: ServingModel, opts: ServerOptions = {}): Promise<SwitchyardServer> {
   const { default: Fastify } = await import('fastify');
   const maxBody = opts.maxBodyBytes ?? 1 << 20;
@@ -274,11 +283,12 @@ export async function createServer(served: ServingModel, opts: ServerOptions = {
       model: modelName,
       queue: { depth: engine.queueDepth, capacity: engine.maxQueue, generating: engine.busy },
       experts: s ? { budgetBytes: s.budgetBytes, residentBytes: s.residentBytes, totalBytes: s.totalExpertBytes, prefetch: served.store!.prefetch } : 'resident',
+      ...(opts.remoteExperts ? { remoteExperts: remoteSummary(opts.remoteExperts) } : {}),
     });
   });
 
   app.get('/metrics', async (_req, reply) => {
-    return reply.header('content-type', 'text/plain; version=0.0.4; charset=utf-8').send(renderMetrics(engine, served.store, requests, health().status === 'degraded'));
+    return reply.header('content-type', 'text/plain; version=0.0.4; charset=utf-8').send(renderMetrics(engine, served.store, requests, health().status === 'degraded', opts.remoteExperts?.stats() ?? null));
   });
 
   let closing: Promise<void> | null = null;
