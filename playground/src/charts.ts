@@ -16,6 +16,18 @@ export function fit(canvas: HTMLCanvasElement): { g: CanvasRenderingContext2D; w
   return { g, w, h };
 }
 
+let scratch: HTMLCanvasElement | null = null;
+
+/** A reused off-screen canvas at least w × h (for scaling small images up without smoothing). */
+export function scratchCanvas(w: number, h: number): HTMLCanvasElement {
+  scratch ??= document.createElement('canvas');
+  if (scratch.width < w || scratch.height < h) {
+    scratch.width = Math.max(scratch.width, w);
+    scratch.height = Math.max(scratch.height, h);
+  }
+  return scratch;
+}
+
 /** Bucket means of `values` into at most `n` points (x = index of the bucket's first value). */
 export function downsample(values: ArrayLike<number>, n: number): { x: number[]; y: number[] } {
   const len = values.length;
@@ -157,12 +169,10 @@ export function heatmap(canvas: HTMLCanvasElement, values: ArrayLike<number>, ro
     const o = 4 * (r * cols + c);
     img.data[o] = R; img.data[o + 1] = G; img.data[o + 2] = B; img.data[o + 3] = 255;
   }
-  const off = document.createElement('canvas');
-  off.width = cols;
-  off.height = rows;
+  const off = scratchCanvas(cols, rows);
   (off.getContext('2d') as CanvasRenderingContext2D).putImageData(img, 0, 0);
   g.imageSmoothingEnabled = false;
-  g.drawImage(off, left, top, pw, ph);
+  g.drawImage(off, 0, 0, cols, rows, left, top, pw, ph);
   const rh = ph / rows;
   g.textAlign = 'right';
   g.textBaseline = 'middle';

@@ -3,7 +3,7 @@
  * keeps the settings in the URL, and redraws the views once per animation frame when new numbers
  * arrive. It imports no engine code: the engine lives in the Worker bundle only.
  */
-import { barChart, fit, heatmap, lineChart } from './charts.js';
+import { barChart, fit, heatmap, lineChart, scratchCanvas } from './charts.js';
 import { DROPPED_COLOR, EXPERT_COLORS, expertRgb, textColorOn } from './palette.js';
 import type { FromWorker, ImageView, PlaneView, StepRecord, TaskView, TextView, ToWorker } from './protocol.js';
 import { DEFAULTS, settingsFromQuery, settingsToQuery, SettingsError, validateSettings, type Settings } from './settings.js';
@@ -328,9 +328,13 @@ function drawLegend(E: number): void {
   );
 }
 
+/** The expert each text-panel character is currently drawn with (-2: not drawn yet). */
+let shownPrimary = new Int8Array(0);
+
 function drawText(v: TextView): void {
   const el = $('text-view');
   if (el.childElementCount !== v.text.length) {
+    shownPrimary = new Int8Array(0);
     el.replaceChildren(...Array.from(v.text, (ch, i) => {
       const s = document.createElement('span');
       s.textContent = ch;
@@ -339,9 +343,13 @@ function drawText(v: TextView): void {
     }));
   }
   const spans = el.children;
+  if (shownPrimary.length !== v.text.length) shownPrimary = new Int8Array(v.text.length).fill(-2);
   for (let i = 0; i < v.text.length; i++) {
     const s = spans[i] as HTMLSpanElement;
     const e = v.primary[i];
+    // Restyle only the characters whose expert changed: style writes are the costly part.
+    if (e === shownPrimary[i]) continue;
+    shownPrimary[i] = e;
     if (e < 0) {
       s.className = 'dropped';
       s.style.background = '';
@@ -413,12 +421,10 @@ function drawPlane(v: PlaneView): void {
     const f = v.predicted[i] ? 0.78 : 1;
     img.data[4 * i] = r * f; img.data[4 * i + 1] = gg * f; img.data[4 * i + 2] = b * f; img.data[4 * i + 3] = 255;
   }
-  const off = document.createElement('canvas');
-  off.width = G;
-  off.height = G;
+  const off = scratchCanvas(G, G);
   (off.getContext('2d') as CanvasRenderingContext2D).putImageData(img, 0, 0);
   g.imageSmoothingEnabled = false;
-  g.drawImage(off, 0, 0, w, w);
+  g.drawImage(off, 0, 0, G, G, 0, 0, w, w);
   for (let i = 0; i < v.labels.length; i++) {
     const x = ((v.points[2 * i] + 1) / 2) * w, y = ((1 - v.points[2 * i + 1]) / 2) * w;
     g.beginPath();

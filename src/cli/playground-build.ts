@@ -236,7 +236,11 @@ export async function buildPlayground(outDir = defaultPlaygroundDir(), opts: { m
     const images = playgroundImages();
     await writeFile(join(tmp, 'data', 'images.bin'), Buffer.concat([Buffer.from(images.labels), Buffer.from(images.pixels)]));
     await writeFile(join(tmp, 'data', 'images.json'), JSON.stringify({ count: images.labels.length, side: IMAGE_SIDE, classes: images.classes, source: images.source }));
-    await writeFile(join(tmp, 'moe.html'), await renderMoeDoc(await readFile(join(root, 'docs', 'moe.md'), 'utf8')));
+    const docPath = join(root, 'docs', 'moe.md');
+    const doc = existsSync(docPath)
+      ? await readFile(docPath, 'utf8')
+      : '# Mixture-of-Experts in Switchyard\n\nThis installation does not include docs/moe.md; read it in the Switchyard repository.\n';
+    await writeFile(join(tmp, 'moe.html'), await renderMoeDoc(doc));
     const info: PlaygroundBuild = { dir: target, imageSource: images.source, bundles, wasmModules: wasm };
     await writeFile(join(tmp, 'build.json'), JSON.stringify({ ...info, inputs, builtAt: new Date().toISOString() }, null, 2));
     await rm(target, { recursive: true, force: true });
