@@ -130,6 +130,13 @@ describe('MoE playground in headless Chromium', () => {
         await page.locator('#text-view span').nth(40).hover();
         await expect.poll(() => page.locator('#tooltip').isVisible()).toBe(true);
         await expect.poll(() => page.locator('#tooltip').textContent()).toMatch(/expert \d+\s*\d+\.\d%/);
+        // Keyboard: the text panel takes focus and the arrow keys walk its characters with the same tooltip.
+        await page.mouse.move(0, 0);
+        await expect.poll(() => page.locator('#tooltip').isVisible()).toBe(false);
+        await page.locator('#text-view').focus();
+        await page.keyboard.press('ArrowRight');
+        await expect.poll(() => page.locator('#tooltip').isVisible()).toBe(true);
+        await expect.poll(() => page.locator('#text-view span.cursor').count()).toBe(1);
         const colours = await page.locator('#text-view span').evaluateAll((spans) => new Set(spans.map((s) => (s as HTMLElement).style.background)).size);
         expect(colours).toBeGreaterThanOrEqual(2);
         expect(await page.locator('#text-view span').count()).toBe(320);
