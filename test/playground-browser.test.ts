@@ -141,6 +141,13 @@ describe('MoE playground in headless Chromium', () => {
         expect(colours).toBeGreaterThanOrEqual(2);
         expect(await page.locator('#text-view span').count()).toBe(320);
         await page.getByRole('button', { name: 'Run' }).click();
+        // The backend changes live: training goes on, on the TypeScript reference backend.
+        await page.locator('#backend').selectOption('reference');
+        await expect.poll(() => page.locator('#status').textContent(), { timeout: 20_000 }).toMatch(/backend: TypeScript reference/);
+        const before = (await history(page)).length;
+        await expect.poll(async () => (await history(page)).length, { timeout: 20_000 }).toBeGreaterThan(before + 5);
+        await page.locator('#backend').selectOption('wasm');
+        await expect.poll(() => page.locator('#status').textContent(), { timeout: 20_000 }).toMatch(/backend: wasm/);
         await page.waitForTimeout(500);
         await page.screenshot({ path: join(shots, 'playground.png') });
         expect(problems).toEqual([]);

@@ -61,9 +61,11 @@ function moeOptimizer(): AdamW {
   return new AdamW(moe.parameters(), { lr: settings.lr, weightDecay: 0 });
 }
 
-async function reset(s: Settings): Promise<void> {
-  // Load first, then swap everything at once: the loop must never see a half-reset model.
+async function reset(s: Settings, v: number): Promise<void> {
+  // Load first, then swap everything at once: the loop must never see a half-reset model, and
+  // steps still run by the old model keep the old settings version.
   const t = await loadTask(s);
+  version = v;
   settings = s;
   task = t;
   trunk = new Trunk({ ...task.trunkSpec, dModel: MODEL_SIZES[s.task].dModel }, s.seed);
@@ -78,8 +80,9 @@ async function reset(s: Settings): Promise<void> {
 }
 
 /** Apply settings that keep the model: the learning rate in place, router changes by a re-configured MoE layer. */
-function applyLive(s: Settings): void {
+function applyLive(s: Settings, v: number): void {
   const old = settings;
+  version = v;
   settings = s;
   for (const opt of [trunkOpt, moeOpt]) for (const g of opt.paramGroups) g.lr = s.lr;
   const a = JSON.stringify(moeConfig(old)), b = JSON.stringify(moeConfig(s));
@@ -151,31 +154,32 @@ function loop(): void {
   schedule();
 }
 
+/** Messages are handled one at a time, in order, even when one awaits (a dataset fetch, a backend start). */
+let queue: Promise<void> = Promise.resolve();
+
 ctx.onmessage = (e: MessageEvent<ToWorker>) => {
   const m = e.data;
-  void (async () => {
+  queue = queue.then(async () => {
     try {
       switch (m.type) {
         case 'init':
           backendName = await selectBackend(m.settings.backend);
-          await reset(m.settings);
+          await reset(m.settings, version);
           running = true;
           schedule();
           break;
         case 'reset':
-          version = m.version;
-          await reset(m.settings);
+          await reset(m.settings, m.version);
           schedule();
           break;
         case 'settings':
-          version = m.version;
           // Tensors are plain typed arrays, so the engine can change backend between two steps.
           if (m.settings.backend !== settings.backend) {
             backendName = await selectBackend(m.settings.backend);
             post({ type: 'backend', backend: backendName });
           }
-          if (needsReset(settings, m.settings)) await reset(m.settings);
-          else applyLive(m.settings);
+          if (needsReset(settings, m.settings)) await reset(m.settings, m.version);
+          else applyLive(m.settings, m.version);
           if (!running) postView();
           break;
         case 'run':
@@ -193,5 +197,5 @@ ctx.onmessage = (e: MessageEvent<ToWorker>) => {
     } catch (err) {
       post({ type: 'error', message: (err as Error).message });
     }
-  })();
+  });
 };
