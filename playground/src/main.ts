@@ -6,7 +6,7 @@
 import { barChart, fit, heatmap, lineChart, scratchCanvas } from './charts.js';
 import { DROPPED_COLOR, EXPERT_COLORS, expertRgb, textColorOn } from './palette.js';
 import type { FromWorker, ImageView, PlaneView, StepRecord, TaskView, TextView, ToWorker } from './protocol.js';
-import { DEFAULTS, settingsFromQuery, settingsToQuery, SettingsError, validateSettings, type Settings } from './settings.js';
+import { DEFAULTS, SOFT_SLOTS, settingsFromQuery, settingsToQuery, SettingsError, validateSettings, type Settings } from './settings.js';
 
 const $ = <T extends HTMLElement>(id: string): T => {
   const el = document.getElementById(id);
@@ -292,13 +292,14 @@ function drawCharts(): void {
         ? `${pct(dropTok)} of tokens chosen by no expert`
         : `${pct(drop)} of assignments, ${pct(dropTok)} of tokens lost every expert`;
 
-  const maxEntropy = Math.log(state.settings.router === 'soft' ? E * 1 : E);
+  // Soft MoE's entropy is over its E·p slots, the other routers' over the E experts.
+  const maxEntropy = Math.log(state.settings.router === 'soft' ? E * SOFT_SLOTS : E);
   lineChart($<HTMLCanvasElement>('chart-entropy'), [
     { values: series.entropy, color: '#009E73', width: 1.5 },
     { values: [maxEntropy, maxEntropy], color: '#000', width: 1, dash: [4, 3], span: true },
   ], { steps: Math.max(h.length, 2), first: h[0]?.step ?? 0, yMin: 0, yMax: maxEntropy * 1.05 });
   const ent = recent(20, (r) => r.routerEntropy);
-  $('entropy-value').textContent = Number.isFinite(ent) ? `${ent.toFixed(3)} nats (max ln ${E} = ${maxEntropy.toFixed(3)})` : '';
+  $('entropy-value').textContent = Number.isFinite(ent) ? `${ent.toFixed(3)} nats (max ${maxEntropy.toFixed(3)})` : '';
 
   const last = h[h.length - 1];
   $('status').textContent = state.backend
