@@ -59,8 +59,8 @@ describe('MoE playground in headless Chromium', () => {
     });
 
     /** Open the playground with a query string, collecting console errors, page errors and off-site requests. */
-    async function open(query = '', on: Browser = browser): Promise<{ page: Page; problems: string[] }> {
-      const page = await on.newPage({ viewport: { width: 1400, height: 1000 } });
+    async function open(query = '', on: Browser = browser, height = 1000): Promise<{ page: Page; problems: string[] }> {
+      const page = await on.newPage({ viewport: { width: 1400, height } });
       const problems: string[] = [];
       page.on('console', (msg) => {
         if (msg.type() === 'error' || msg.type() === 'warning') problems.push(`console.${msg.type()}: ${msg.text()}`);
@@ -216,7 +216,7 @@ describe('MoE playground in headless Chromium', () => {
     });
 
     it('draws each expert’s region of the 2-D plane and each image class’s experts', async () => {
-      const plane = await open('?task=plane');
+      const plane = await open('?task=plane', browser, 1350);
       try {
         await waitOr(plane.page, () => expect.poll(async () => (await history(plane.page)).length, { timeout: 40_000, interval: 250 }).toBeGreaterThanOrEqual(150));
         await plane.page.waitForTimeout(600); // the next view
@@ -244,7 +244,7 @@ describe('MoE playground in headless Chromium', () => {
       } finally {
         await plane.page.close();
       }
-      const images = await open('?task=images&router=switch&cf=1.25');
+      const images = await open('?task=images&router=switch&cf=1.25', browser, 1350);
       try {
         await waitOr(images.page, () => expect.poll(async () => (await history(images.page)).length, { timeout: 40_000, interval: 250 }).toBeGreaterThanOrEqual(100));
         await images.page.waitForTimeout(600);
