@@ -245,6 +245,8 @@ export interface MixtureMetrics {
   routerAccuracyByDomain: Record<string, number>;
   trainableParameters: number;
   routerTrainingSeconds: number;
+  /** The same measures right after the supervised warm start (before the LM-loss steps), when both ran. */
+  afterWarmStart?: Omit<MixtureMetrics, 'trainableParameters' | 'routerTrainingSeconds' | 'afterWarmStart'>;
 }
 
 /** Options of mixAdapters. */
@@ -266,6 +268,7 @@ export interface MixAdaptersOptions {
   lmSteps?: number;
   batchSize?: number;
   seqLen?: number;
+  /** Router learning rate of the warm start (default 1e-2); the LM-loss steps use a tenth of it. */
   lr?: number;
   evalBatches?: number;
   seed?: number;
@@ -392,6 +395,8 @@ export async function mixAdapters(o: MixAdaptersOptions): Promise<MixtureResult>
     const needData = o.trainRouter || adapters.every((a) => a.meta?.data);
     const domains = needData ? domainData(adapters, base.tokenizer, batchSize, seqLen, o.evalBatches ?? 4) : null;
     let seconds = 0;
+    let warm: MixtureMetrics['afterWarmStart'] | undefined;
+    let evalMs = 0;
     if (o.trainRouter && domains && model.routerConfig.type !== 'single') {
       const params = model.parameters();
       if (params.length === 0) throw new ConfigError('--train-router', true, 'every router row is frozen: nothing to train');
@@ -399,8 +404,20 @@ export async function mixAdapters(o: MixAdaptersOptions): Promise<MixtureResult>
       const g = new Generator(seed + 101);
       const t0 = Date.now();
       const sup = o.supervisedSteps ?? 200, lm = o.lmSteps ?? 50;
+      const lr = o.lr ?? 1e-2;
       model.train(true);
       for (let step = 0; step < sup + lm; step++) {
+        if (step === sup) {
+          if (sup > 0 && lm > 0) {
+            const te = Date.now();
+            warm = evaluateMixture(model, domains, names);
+            model.train(true);
+            evalMs += Date.now() - te;
+          }
+          // The LM loss alone pulls every route towards the adapter that is best on average: a
+          // gentler rate keeps the warm start's routes as the starting point it refines.
+          for (const g of opt.paramGroups) g.lr = lr / 10;
+        }
         const batch = mixedBatch(domains, batchSize, seqLen, g, step);
         opt.zeroGrad();
         let loss: Tensor;
@@ -428,10 +445,10 @@ export async function mixAdapters(o: MixAdaptersOptions): Promise<MixtureResult>
         opt.step();
         o.onStep?.(step < sup ? 'supervised' : 'lm', step + 1, sup + lm, loss.item());
       }
-      seconds = (Date.now() - t0) / 1000;
+      seconds = (Date.now() - t0 - evalMs) / 1000;
     }
     const metrics: MixtureMetrics | null = domains
-      ? { ...evaluateMixture(model, domains, names), trainableParameters: model.trainableParameterCount(), routerTrainingSeconds: seconds }
+      ? { ...evaluateMixture(model, domains, names), trainableParameters: model.trainableParameterCount(), routerTrainingSeconds: seconds, ...(warm ? { afterWarmStart: warm } : {}) }
       : null;
     const file: MixtureFile = { format: 'switchyard-lora-mixture', version: 1, base: base.path, adapters: adapters.map((a) => ({ name: a.name, dir: a.dir })), router, targets: model.targets, ...(metrics ? { metrics } : {}) };
     const out = resolve(o.outDir);
