@@ -5,7 +5,7 @@
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, statSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -164,6 +164,15 @@ describe('playground build and server', () => {
     expect(meta.classes.length).toBe(meta.source === 'fashion-mnist' ? 10 : 4);
     const labels = readFileSync(join(site, 'data', 'images.bin')).subarray(0, meta.count);
     expect(Math.max(...labels)).toBe(meta.classes.length - 1);
+  });
+
+  it('never replaces a directory that is not an earlier build', async () => {
+    const other = join(dir, 'precious');
+    await mkdir(other);
+    await writeFile(join(other, 'notes.txt'), 'keep me');
+    await expect(buildPlayground(other)).rejects.toThrow(/not an earlier playground build/);
+    expect(readFileSync(join(other, 'notes.txt'), 'utf8')).toBe('keep me');
+    await expect(buildPlayground(join(other, 'notes.txt'))).rejects.toThrow(/not a directory/);
   });
 
   it('the synthetic image set has four balanced classes', () => {

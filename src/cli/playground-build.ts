@@ -185,6 +185,13 @@ export async function buildPlayground(outDir = defaultPlaygroundDir(), opts: { m
     throw new ValueError('playground', src, 'the playground sources are missing from this installation');
   }
   const target = resolve(outDir);
+  // The build replaces `outDir`: never a directory that holds anything but an earlier build.
+  if (existsSync(target)) {
+    if (!statSync(target).isDirectory()) throw new ValueError('outDir', target, 'exists and is not a directory');
+    if (readdirSync(target).length > 0 && !existsSync(join(target, 'build.json'))) {
+      throw new ValueError('outDir', target, 'exists and is not an earlier playground build: choose a new or empty directory');
+    }
+  }
   const tmp = `${target}.tmp-${process.pid}-${Date.now()}`;
   await rm(tmp, { recursive: true, force: true });
   await mkdir(join(tmp, 'assets'), { recursive: true });
