@@ -33,6 +33,7 @@ export interface Settings {
   backend: BackendChoice;
 }
 
+/** What a link without settings opens: top-2 dropless on the character model, 4 experts. */
 export const DEFAULTS: Readonly<Settings> = Object.freeze({
   task: 'char',
   router: 'topk',
@@ -52,6 +53,7 @@ export const DEFAULTS: Readonly<Settings> = Object.freeze({
   backend: 'wasm',
 });
 
+/** Allowed values of the enumerated settings (the knobs' options). */
 export const TASKS: readonly TaskName[] = ['char', 'plane', 'images'];
 export const ROUTERS: readonly RouterName[] = ['topk', 'switch', 'expert-choice', 'soft'];
 export const EXPERT_COUNTS: readonly number[] = [2, 4, 8, 16];

@@ -9,6 +9,7 @@ import { buildPlayground, defaultPlaygroundDir, playgroundBuildIsFresh } from '.
 import { servePlayground } from './playground-server.js';
 import { intOption } from './common.js';
 
+/** The `playground` subcommand (options: --port, --build <dir>, --rebuild). */
 export function playgroundCommand(): Command {
   return new Command('playground')
     .description('train and watch a small MoE live in your browser (serves the playground on 127.0.0.1 and prints its URL)')
