@@ -225,8 +225,10 @@ export function groupedLoRAMixture(
   }
   t1.run();
   const wd = w ? requireFloat(w, 'groupedLoRAMixture.w') : null;
-  const hs = wd ? acquireScratch(h.length) : h;
-  if (wd) {
+  // Inference applies the row weights in the scatter-add instead (one fused native pass).
+  const weightInScatter = !!opts.into && wd !== null;
+  const hs = wd && !weightInScatter ? acquireScratch(h.length) : h;
+  if (wd && !weightInScatter) {
     for (let e = 0; e < E; e++) {
       const r = ranks[e];
       for (let i = offsets[e], p = hOff[e]; i < offsets[e + 1]; i++) {
@@ -246,7 +248,7 @@ export function groupedLoRAMixture(
   t2.run();
   const out = opts.into ?? new Float32Array(T * outFeatures);
   if (opts.into && opts.into.length !== T * outFeatures) throw new ShapeError('groupedLoRAMixture.into', [opts.into.length], `must hold ${T}x${outFeatures}`);
-  be().scatterAddRows(y, tokenIndex, null, outFeatures, out);
+  be().scatterAddRows(y, tokenIndex, weightInScatter ? wd : null, outFeatures, out);
   releaseScratch(y);
   const present = factors.filter((f): f is { A: Tensor; B: Tensor } => f !== null);
   const inputs: Tensor[] = [x2, ...(w ? [w] : []), ...present.map((f) => f.A), ...present.map((f) => f.B)];

@@ -59,6 +59,26 @@ function entropy(p: Float32Array, rows: number, cols: number): number {
   return total / rows;
 }
 
+/**
+ * The dispatch plan without capacity (every assignment kept): a counting sort of assignments by
+ * adapter. Same blocks as tokenChoicePlan with capacityFactor null; within a block, rows are in
+ * token order instead of slot-major order, which changes nothing (rows are independent).
+ */
+export function droplessPlan(experts: Int32Array, k: number, n: number): DispatchPlan {
+  const counts = new Int32Array(n);
+  for (let i = 0; i < experts.length; i++) counts[experts[i]]++;
+  const expertOffsets = new Int32Array(n + 1);
+  for (let e = 0; e < n; e++) expertOffsets[e + 1] = expertOffsets[e] + counts[e];
+  const cursor = expertOffsets.slice(0, n);
+  const tokenIndex = new Int32Array(experts.length), weightIndex = new Int32Array(experts.length);
+  for (let a = 0; a < experts.length; a++) {
+    const p = cursor[experts[a]]++;
+    tokenIndex[p] = (a / k) | 0;
+    weightIndex[p] = a;
+  }
+  return { numExperts: n, expertOffsets, tokenIndex, weightIndex, tokensPerExpert: Array.from(counts), droppedAssignments: 0, droppedTokens: 0, capacityPerExpert: null };
+}
+
 /** Per-site router (see module doc). Gate rows live in `rows`, one per adapter, in adapter order. */
 export class AdapterRouter {
   readonly rows: Tensor[];
@@ -70,6 +90,16 @@ export class AdapterRouter {
   constructor(config: ResolvedRouterConfig, rows: Tensor[]) {
     this.config = config;
     this.rows = rows;
+  }
+
+  private packed: Float32Array | null = null;
+
+  /** The rows copied into one [n, in] buffer (inference: no concat op, no tape). */
+  private packedRows(): Tensor {
+    const d = this.rows[0].shape[1], n = this.rows.length;
+    if (!this.packed || this.packed.length !== n * d) this.packed = new Float32Array(n * d);
+    for (let e = 0; e < n; e++) this.packed.set(this.rows[e].f32, e * d);
+    return new Tensor(this.packed, [n, d]);
   }
 
   /** The gate matrix [n, in] (a differentiable concatenation of the rows). */
@@ -99,9 +129,9 @@ export class AdapterRouter {
       const plan = tokenChoicePlan(experts, 1, null, { numExperts: 1, capacityFactor: null, dropPolicy: 'position', scopeTokens: T });
       return { experts, k: 1, gates: null, plan, logits: null, auxLoss: Tensor.scalar(0), stats: this.stats(plan, T, 1, null, 0, 0) };
     }
+    if (!training && c.type !== 'sequence' && !(isGradEnabled() && (x2.requiresGrad || this.rows.some((r) => r.requiresGrad)))) return this.routeFast(x2, this.packedRows(), n);
     const W = this.weight();
     if (c.type === 'sequence') return this.routeSequence(x2, batch, W, n);
-    if (!training && !(isGradEnabled() && (x2.requiresGrad || this.rows.some((r) => r.requiresGrad)))) return this.routeFast(x2, W, n);
     const logits = matmul(x2, W, { transB: true }); // [T, n]
     const probs = softmax(logits, -1);
     let experts: Int32Array, gates: Tensor, k: number;
@@ -156,36 +186,47 @@ export class AdapterRouter {
     } else logits = noGrad(() => matmul(x2, W, { transB: true }));
     const l = logits.f32;
     const k = c.type === 'dense' ? n : c.k;
-    const experts = new Int32Array(T * k), gates = new Float32Array(T * k), probs = new Float32Array(T * n);
-    const taken = new Uint8Array(n);
+    const experts = new Int32Array(T * k), gates = new Float32Array(T * k);
     for (let t = 0; t < T; t++) {
       const row = t * n;
       let m = -Infinity;
-      for (let e = 0; e < n; e++) m = Math.max(m, l[row + e]);
-      let z = 0;
-      for (let e = 0; e < n; e++) z += probs[row + e] = Math.exp(l[row + e] - m);
-      for (let e = 0; e < n; e++) probs[row + e] /= z;
+      for (let e = 0; e < n; e++) if (l[row + e] > m) m = l[row + e];
       if (c.type === 'dense') {
+        let z = 0;
+        for (let e = 0; e < n; e++) z += gates[row + e] = Math.exp(l[row + e] - m);
         for (let e = 0; e < n; e++) {
           experts[row + e] = e;
-          gates[row + e] = probs[row + e];
+          gates[row + e] /= z;
         }
         continue;
       }
-      taken.fill(0);
+      // Top-k on the logits (softmax is monotonic) by insertion into the k best; ties keep the lower index as topK.
       let s = 0;
-      for (let j = 0; j < k; j++) {
-        let best = -1;
-        for (let e = 0; e < n; e++) if (!taken[e] && (best < 0 || probs[row + e] > probs[row + best])) best = e;
-        taken[best] = 1;
-        experts[t * k + j] = best;
-        gates[t * k + j] = probs[row + best];
-        s += probs[row + best];
+      const o = t * k;
+      for (let e = 0; e < n; e++) {
+        const v = l[row + e];
+        const filled = Math.min(e, k);
+        if (filled === k && v <= l[row + experts[o + k - 1]]) continue;
+        let j = filled === k ? k - 1 : filled;
+        while (j > 0 && v > l[row + experts[o + j - 1]]) {
+          experts[o + j] = experts[o + j - 1];
+          j--;
+        }
+        experts[o + j] = e;
       }
-      if (c.normalize) for (let j = 0; j < k; j++) gates[t * k + j] = k === 1 ? 1 : gates[t * k + j] / s;
+      for (let j = 0; j < k; j++) s += gates[o + j] = Math.exp(l[row + experts[o + j]] - m);
+      if (c.normalize) {
+        // Renormalised over the k picked: only their k exponentials are needed.
+        for (let j = 0; j < k; j++) gates[t * k + j] = k === 1 ? 1 : gates[t * k + j] / s;
+      } else {
+        let z = 0;
+        for (let e = 0; e < n; e++) z += Math.exp(l[row + e] - m);
+        for (let j = 0; j < k; j++) gates[t * k + j] /= z;
+      }
     }
-    const plan = tokenChoicePlan(experts, k, null, { numExperts: n, capacityFactor: null, dropPolicy: 'position', scopeTokens: Math.max(1, T) });
-    return { experts, k, gates: new Tensor(gates, [T * k]), plan, logits, auxLoss: Tensor.scalar(0), stats: this.stats(plan, T, k, probs, 0, 0) };
+    const plan = droplessPlan(experts, k, n);
+    // Router entropy is a training statistic: left at 0 here rather than paying n exponentials per token.
+    return { experts, k, gates: new Tensor(gates, [T * k]), plan, logits, auxLoss: Tensor.scalar(0), stats: this.stats(plan, T, k, null, 0, 0) };
   }
 
   private routeSequence(x2: Tensor, batch: number, W: Tensor, n: number): AdapterRoute {
