@@ -2,7 +2,8 @@
 // of 8 rank-8 adapters on every attention projection (q, k, v, o of every layer) vs the base alone,
 // plus one plain rank-8 adapter and a dense-softmax mixture of the 8 for context. Two regimes:
 // prompt processing (a batched forward of 16x128 tokens, no gradients) and decoding (KV-cache
-// generation, one token per step). Runs alternate base / adapted, medians of rounds. Not run in CI.
+// generation, one token per step). Each variant runs on its own copy of the base and the runs
+// alternate call by call; figures are medians. Not run in CI.
 import { DEMO_LM, Generator, LoRAModel, MoETransformerLM, Tensor, getBackend, noGrad } from '../dist/index.js';
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
@@ -19,8 +20,6 @@ const seconds = (f) => {
   return Number(process.hrtime.bigint() - t0) / 1e9;
 };
 
-const base = new MoETransformerLM({ ...DEMO_LM, vocabSize: VOCAB });
-base.eval();
 const ids = Tensor.indices(Array.from({ length: B * T }, (_, i) => (i * 7919) % VOCAB), [B, T]);
 const prompt = Array.from({ length: DECODE_PROMPT }, (_, i) => (i * 31) % VOCAB);
 
@@ -31,47 +30,36 @@ const VARIANTS = {
   'dense softmax of 8': { adapters: 8, router: { type: 'dense' } },
 };
 
-function attach(v) {
-  if (!v) return null;
+/** Each variant on its own copy of the base (same seed, same weights), so runs can alternate call by call. */
+function build(v) {
+  const base = new MoETransformerLM({ ...DEMO_LM, vocabSize: VOCAB });
+  base.eval();
+  if (!v) return { model: base, sites: 0, params: 0 };
   const m = new LoRAModel(base, { targets: TARGETS, adapters: Array.from({ length: v.adapters }, (_, i) => ({ name: `a${i}`, rank: 8, alpha: 16, seed: i })), router: v.router });
   // Non-zero B (B = 0 at init would not change the work, but keep the outputs honest).
   const g = new Generator(7);
-  for (const s of m.sites) for (const f of s.factors) f && (f.B.data).set(Tensor.randn(f.B.shape, { generator: g }).f32.map((x) => x * 0.01));
+  for (const s of m.sites) for (const f of s.factors) f && f.B.data.set(Tensor.randn(f.B.shape, { generator: g }).f32.map((x) => x * 0.01));
   m.eval();
-  return m;
-}
-
-function measure(v) {
-  const m = attach(v);
-  const model = m ?? base;
-  try {
-    noGrad(() => model.forward(ids)); // warm-up
-    // Median of REPS forwards / generations per visit (the machine may be loaded: medians, not means).
-    const fwd = median(Array.from({ length: REPS }, () => seconds(() => noGrad(() => model.forward(ids)))));
-    const dec = median(Array.from({ length: REPS }, () => seconds(() => model.generate(prompt, DECODE_TOKENS, { temperature: 0 }))));
-    return { fwd, dec, sites: m?.sites.length ?? 0, trainable: m ? m.sites.reduce((a, s) => a + s.parameters().reduce((b, p) => b + p.size, 0), 0) : 0 };
-  } finally {
-    m?.detach();
-  }
+  return { model: m, sites: m.sites.length, params: m.sites.reduce((a, s) => a + s.parameters().reduce((b, p) => b + p.size, 0), 0) };
 }
 
 export function benchLoRA() {
   const b = getBackend();
   console.log(`\n== Mixture of LoRA experts, inference (issue 6): backend ${b.name}, ${b.threads} threads ==`);
   const names = Object.keys(VARIANTS);
-  const res = Object.fromEntries(names.map((n) => [n, { fwd: [], dec: [], sites: 0, trainable: 0 }]));
-  for (let r = 0; r < ROUNDS; r++) {
-    // Alternate so that machine load hits every variant alike.
+  const built = Object.fromEntries(names.map((n) => [n, build(VARIANTS[n])]));
+  const res = Object.fromEntries(names.map((n) => [n, { fwd: [], dec: [], sites: built[n].sites, trainable: built[n].params }]));
+  for (const n of names) noGrad(() => built[n].model.forward(ids)); // warm-up
+  for (let r = 0; r < ROUNDS * REPS; r++) {
+    // Alternate call by call (order reversed every other round) so that machine load hits every variant alike.
     for (const n of r % 2 ? [...names].reverse() : names) {
-      const x = measure(VARIANTS[n]);
-      res[n].fwd.push(x.fwd);
-      res[n].dec.push(x.dec);
-      res[n].sites = x.sites;
-      res[n].trainable = x.trainable;
+      const m = built[n].model;
+      res[n].fwd.push(seconds(() => noGrad(() => m.forward(ids))));
+      res[n].dec.push(seconds(() => m.generate(prompt, DECODE_TOKENS, { temperature: 0 })));
     }
   }
   const baseFwd = median(res.base.fwd), baseDec = median(res.base.dec);
-  console.log(`  demo model (${DEMO_LM.nLayers} layers, d=${DEMO_LM.dModel}, ${DEMO_LM.moe.numExperts} experts top-${DEMO_LM.moe.router.k}); adapters on ${TARGETS.join('/')} of every layer; medians of ${ROUNDS} alternating rounds x ${REPS} runs`);
+  console.log(`  demo model (${DEMO_LM.nLayers} layers, d=${DEMO_LM.dModel}, ${DEMO_LM.moe.numExperts} experts top-${DEMO_LM.moe.router.k}); adapters on ${TARGETS.join('/')} of every layer; medians of ${ROUNDS * REPS} rounds alternating call by call`);
   const out = {};
   for (const n of names) {
     const f = median(res[n].fwd), d = median(res[n].dec);
