@@ -151,11 +151,16 @@ export function groupedLowRank(xs: Tensor, offsets: Int32Array, factors: readonl
 /** At most this many assignments take the plain-loop inference path. */
 const SMALL_ROWS = 16;
 
+let smallH = new Float64Array(64);
+
 function smallMixture(
   x: Float32Array, d: number, tokenIndex: Int32Array, offsets: Int32Array, factors: readonly LowRankFactors[], ranks: number[],
   w: Float32Array | null, outF: number, into: Float32Array,
 ): void {
-  const h = new Float64Array(Math.max(1, ...ranks));
+  let maxR = 1;
+  for (const r of ranks) if (r > maxR) maxR = r;
+  if (smallH.length < maxR) smallH = new Float64Array(maxR);
+  const h = smallH;
   for (let e = 0; e < factors.length; e++) {
     const f = factors[e];
     if (!f) continue;

@@ -129,7 +129,7 @@ export class AdapterRouter {
       const plan = tokenChoicePlan(experts, 1, null, { numExperts: 1, capacityFactor: null, dropPolicy: 'position', scopeTokens: T });
       return { experts, k: 1, gates: null, plan, logits: null, auxLoss: Tensor.scalar(0), stats: this.stats(plan, T, 1, null, 0, 0) };
     }
-    if (!training && c.type !== 'sequence' && !(isGradEnabled() && (x2.requiresGrad || this.rows.some((r) => r.requiresGrad)))) return this.routeFast(x2, this.packedRows(), n);
+    if (!training && c.type !== 'sequence' && !(isGradEnabled() && (x2.requiresGrad || this.rows.some((r) => r.requiresGrad)))) return this.routeFast(x2, n);
     const W = this.weight();
     if (c.type === 'sequence') return this.routeSequence(x2, batch, W, n);
     const logits = matmul(x2, W, { transB: true }); // [T, n]
@@ -168,22 +168,26 @@ export class AdapterRouter {
    * Inference routing with nothing to differentiate: the same softmax, top-k (ties to the lower
    * index) and renormalisation as the tensor path, in one pass over the [T, n] logits.
    */
-  private routeFast(x2: Tensor, W: Tensor, n: number): AdapterRoute {
+  private routeFast(x2: Tensor, n: number): AdapterRoute {
     const c = this.config;
     const T = x2.shape[0];
     let logits: Tensor;
     if (T <= 16) {
-      // Decoding: n·d multiply-adds per token, cheaper as a loop than a kernel call.
-      const xd = x2.f32, wd = W.f32, d = x2.shape[1], out = new Float32Array(T * n);
-      for (let t = 0; t < T; t++) {
-        for (let e = 0; e < n; e++) {
+      // Decoding: n·d multiply-adds per token, cheaper as a loop over the rows than a kernel call.
+      const xd = x2.f32, d = x2.shape[1], out = new Float32Array(T * n);
+      for (let e = 0; e < n; e++) {
+        const wd = this.rows[e].f32;
+        for (let t = 0; t < T; t++) {
           let acc = 0;
-          for (let c = 0; c < d; c++) acc += xd[t * d + c] * wd[e * d + c];
+          for (let i = 0, xo = t * d; i < d; i++) acc += xd[xo + i] * wd[i];
           out[t * n + e] = acc;
         }
       }
       logits = new Tensor(out, [T, n]);
-    } else logits = noGrad(() => matmul(x2, W, { transB: true }));
+    } else {
+      const W = this.packedRows();
+      logits = noGrad(() => matmul(x2, W, { transB: true }));
+    }
     const l = logits.f32;
     const k = c.type === 'dense' ? n : c.k;
     const experts = new Int32Array(T * k), gates = new Float32Array(T * k);
