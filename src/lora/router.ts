@@ -8,6 +8,8 @@
 import { ConfigError } from '../errors.js';
 import { tokenChoicePlan, type DispatchPlan } from '../moe/dispatch.js';
 import { balanceLoss, routerZLoss } from '../moe/losses.js';
+import type { MoEStats } from '../moe/layer.js';
+import { routingStats } from '../moe/stats.js';
 import { add, div, mul } from '../ops/elementwise.js';
 import { gatherAlong, gatherRows, topK } from '../ops/gather.js';
 import { matmul } from '../ops/matmul.js';
@@ -18,17 +20,8 @@ import { isGradEnabled, noGrad } from '../tensor/autodiff.js';
 import { Tensor } from '../tensor/tensor.js';
 import type { ResolvedRouterConfig } from './config.js';
 
-/** Routing statistics of one forward at one site (MoEStats' fields, adapters in place of experts). */
-export interface AdapterRouteStats {
-  tokensPerExpert: number[];
-  droppedAssignments: number;
-  droppedTokens: number;
-  dropFraction: number;
-  routerEntropy: number;
-  loadImbalance: number;
-  balanceLoss: number;
-  zLoss: number;
-}
+/** Routing statistics of one forward at one site: MoEStats, adapters in place of experts. */
+export type AdapterRouteStats = MoEStats;
 
 /** What routing one site's input gives. */
 export interface AdapterRoute {
@@ -50,13 +43,6 @@ export interface PinnedRoute {
   batch: number;
   choices: Int32Array;
   gates: Float32Array;
-}
-
-function entropy(p: Float32Array, rows: number, cols: number): number {
-  if (rows === 0) return 0;
-  let total = 0;
-  for (let i = 0; i < p.length; i++) if (p[i] > 0) total -= p[i] * Math.log(p[i]);
-  return total / rows;
 }
 
 /**
@@ -270,18 +256,8 @@ export class AdapterRouter {
     return { experts, k, gates, plan, logits, auxLoss: Tensor.scalar(0), stats: this.stats(plan, T, k, probsF, 0, 0, batch) };
   }
 
+  /** Site statistics: every assignment is kept (no capacity), so nothing is dropped. */
   private stats(plan: DispatchPlan, T: number, k: number, probs: Float32Array | null, bal: number, z: number, rows = T): AdapterRouteStats {
-    const tpe = plan.tokensPerExpert;
-    const meanLoad = tpe.reduce((a, b) => a + b, 0) / Math.max(1, tpe.length);
-    return {
-      tokensPerExpert: tpe,
-      droppedAssignments: 0,
-      droppedTokens: 0,
-      dropFraction: 0,
-      routerEntropy: probs ? entropy(probs, rows, this.rows.length) : 0,
-      loadImbalance: meanLoad === 0 ? 0 : Math.max(...tpe) / meanLoad,
-      balanceLoss: bal,
-      zLoss: z,
-    };
+    return routingStats(plan, T * k, probs, rows, bal, z);
   }
 }

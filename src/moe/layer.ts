@@ -20,6 +20,7 @@ import { resolveMoEConfig, type MoEConfig, type ResolvedMoEConfig, type Resolved
 import { expertChoicePlan, tokenChoicePlan, type DispatchPlan } from './dispatch.js';
 import { groupedExpertFFN, type ExpertBlockWeights } from './expert-ffn.js';
 import { balanceLoss, importanceLoss, loadLoss, routerZLoss } from './losses.js';
+import { entropyOfRows, routingStats } from './stats.js';
 
 /** Per-forward routing statistics (numbers, not tensors). */
 export interface MoEStats {
@@ -183,20 +184,6 @@ function rowNormalized(p: Float32Array, rows: number, cols: number): Float32Arra
   return out;
 }
 
-function entropyOfRows(p: Float32Array, rows: number, cols: number): number {
-  if (rows === 0) return 0;
-  let total = 0;
-  for (let r = 0; r < rows; r++) {
-    let h = 0;
-    for (let c = 0; c < cols; c++) {
-      const v = p[r * cols + c];
-      if (v > 0) h -= v * Math.log(v);
-    }
-    total += h;
-  }
-  return total / rows;
-}
-
 /**
  * A sparse Mixture-of-Experts feed-forward layer (Shazeer et al. 2017; GShard; Switch; Expert
  * Choice; Soft MoE; DeepSeekMoE shared experts). See docs/moe.md for each router's trade-offs.
@@ -314,7 +301,7 @@ export class MoELayer extends Module {
       const plan = expertChoicePlan(scores.f32, T, E, r.capacityFactor);
       const output = this.combine(xf, T, plan, reshape(scores, [T * E, 1]));
       const { auxLoss, balance, z } = this.auxAndStats(logits, 1, {});
-      return { output, routerLogits: logits, auxLoss, plan, stats: this.stats(plan, T, 1, scores.f32, E, balance, z) };
+      return { output, routerLogits: logits, auxLoss, plan, stats: routingStats(plan, T, scores.f32, T, balance, z) };
     }
     if (r.type !== 'topk') throw new Error('unreachable');
     const k = r.k;
@@ -366,7 +353,7 @@ export class MoELayer extends Module {
       auxLoss,
       plan,
       routing: { experts, k, gates: gates.f32 },
-      stats: this.stats(plan, T, k, r.scoring === 'sigmoid' ? rowNormalized(probs.f32, T, E) : probs.f32, E, balance, z),
+      stats: routingStats(plan, T * k, r.scoring === 'sigmoid' ? rowNormalized(probs.f32, T, E) : probs.f32, T, balance, z),
     };
   }
 
@@ -413,23 +400,6 @@ export class MoELayer extends Module {
         balanceLoss: 0,
         zLoss: zT.item(),
       },
-    };
-  }
-
-  private stats(plan: DispatchPlan, T: number, k: number, probs: Float32Array, E: number, balance: number, z: number): MoEStats {
-    const tpe = plan.tokensPerExpert;
-    const total = tpe.reduce((a, b) => a + b, 0);
-    const meanLoad = total / E;
-    const assignments = T * k;
-    return {
-      tokensPerExpert: tpe,
-      droppedAssignments: plan.droppedAssignments,
-      droppedTokens: plan.droppedTokens,
-      dropFraction: assignments === 0 ? 0 : plan.droppedAssignments / assignments,
-      routerEntropy: entropyOfRows(probs, T, E),
-      loadImbalance: meanLoad === 0 ? 0 : Math.max(...tpe) / meanLoad,
-      balanceLoss: balance,
-      zLoss: z,
     };
   }
 
