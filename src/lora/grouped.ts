@@ -9,34 +9,13 @@
 import { GEMM_TRANS_A, GEMM_TRANS_B } from '../backend/interface.js';
 import { ShapeError } from '../errors.js';
 import { acquireScratch, releaseScratch } from '../backend/scratch.js';
+import { GemmTasks } from '../ops/gemm-tasks.js';
 import { be, requireFloat } from '../ops/util.js';
 import { record } from '../tensor/autodiff.js';
 import { Tensor } from '../tensor/tensor.js';
 
 /** One adapter's factors at a site: A [r, in], B [out, r] (PEFT lora_A / lora_B layout), or null (no weights here: contributes 0). */
 export type LowRankFactors = { A: Tensor; B: Tensor } | null;
-
-/** Incrementally built task list for the backend GEMM over a small buffer table. */
-class Tasks {
-  readonly buffers: Float32Array[] = [];
-  private readonly index = new Map<Float32Array, number>();
-  private readonly params: number[] = [];
-  private buf(b: Float32Array): number {
-    let i = this.index.get(b);
-    if (i === undefined) {
-      i = this.buffers.length;
-      this.buffers.push(b);
-      this.index.set(b, i);
-    }
-    return i;
-  }
-  add(a: Float32Array, aOff: number, lda: number, b: Float32Array, bOff: number, ldb: number, c: Float32Array, cOff: number, ldc: number, m: number, n: number, k: number, flags: number): void {
-    this.params.push(this.buf(a), aOff, lda, this.buf(b), bOff, ldb, this.buf(c), cOff, ldc, m, n, k, flags);
-  }
-  run(): void {
-    if (this.params.length > 0) be().gemm(this.buffers, Int32Array.from(this.params));
-  }
-}
 
 /**
  * Y [N, out] with rows offsets[e]..offsets[e+1]-1 equal to ((xs_e A_eᵀ) ⊙ w_e) B_eᵀ, w [N] (null
@@ -62,7 +41,7 @@ export function groupedLowRank(xs: Tensor, offsets: Int32Array, factors: readonl
   const hOff = new Int32Array(E + 1);
   for (let e = 0; e < E; e++) hOff[e + 1] = hOff[e] + (offsets[e + 1] - offsets[e]) * ranks[e];
   const h = new Float32Array(hOff[E]);
-  const t1 = new Tasks();
+  const t1 = new GemmTasks();
   for (let e = 0; e < E; e++) {
     const m = offsets[e + 1] - offsets[e], f = factors[e];
     if (m === 0 || !f) continue;
@@ -81,7 +60,7 @@ export function groupedLowRank(xs: Tensor, offsets: Int32Array, factors: readonl
     }
   }
   const y = new Float32Array(N * outFeatures);
-  const t2 = new Tasks();
+  const t2 = new GemmTasks();
   for (let e = 0; e < E; e++) {
     const m = offsets[e + 1] - offsets[e], f = factors[e];
     if (m === 0 || !f) continue;
@@ -95,7 +74,7 @@ export function groupedLowRank(xs: Tensor, offsets: Int32Array, factors: readonl
     // dHs_e = dY_e B_e ; dB_e = dY_eᵀ Hs_e
     const dhs = new Float32Array(h.length);
     const dB = factors.map((f) => (f && f.B.requiresGrad ? new Float32Array(f.B.size) : null));
-    const s1 = new Tasks();
+    const s1 = new GemmTasks();
     for (let e = 0; e < E; e++) {
       const m = offsets[e + 1] - offsets[e], f = factors[e], r = ranks[e];
       if (m === 0 || !f) continue;
@@ -127,7 +106,7 @@ export function groupedLowRank(xs: Tensor, offsets: Int32Array, factors: readonl
     // dX_e = dH_e A_e ; dA_e = dH_eᵀ X_e
     const dx = xs.requiresGrad ? new Float32Array(N * d) : null;
     const dA = factors.map((f) => (f && f.A.requiresGrad ? new Float32Array(f.A.size) : null));
-    const s2 = new Tasks();
+    const s2 = new GemmTasks();
     for (let e = 0; e < E; e++) {
       const m = offsets[e + 1] - offsets[e], f = factors[e], r = ranks[e];
       if (m === 0 || !f) continue;
@@ -223,7 +202,7 @@ export function groupedLoRAMixture(
     be().gatherRows(x, tokenIndex, d, xs);
   }
   const h = acquireScratch(hOff[E]);
-  const t1 = new Tasks();
+  const t1 = new GemmTasks();
   for (let e = 0; e < E; e++) {
     const m = offsets[e + 1] - offsets[e], f = factors[e];
     if (m > 0 && f) t1.add(xs, offsets[e] * d, d, f.A.f32, 0, d, h, hOff[e], ranks[e], m, ranks[e], d, GEMM_TRANS_B);
@@ -243,7 +222,7 @@ export function groupedLoRAMixture(
     }
   }
   const y = acquireScratch(N * outFeatures);
-  const t2 = new Tasks();
+  const t2 = new GemmTasks();
   for (let e = 0; e < E; e++) {
     const m = offsets[e + 1] - offsets[e], f = factors[e];
     if (m === 0) continue;
@@ -272,7 +251,7 @@ export function groupedLoRAMixture(
     }
     const dhs = acquireScratch(h.length);
     const dB = factors.map((f) => (f && f.B.requiresGrad ? new Float32Array(f.B.size) : null));
-    const s1 = new Tasks();
+    const s1 = new GemmTasks();
     for (let e = 0; e < E; e++) {
       const m = offsets[e + 1] - offsets[e], f = factors[e], r = ranks[e];
       if (m === 0 || !f) continue;
@@ -303,7 +282,7 @@ export function groupedLoRAMixture(
     let dx: Float32Array | null = null;
     const dxs = x2.requiresGrad ? (opts.gather ? acquireScratch(N * d) : new Float32Array(N * d)) : null;
     const dA = factors.map((f) => (f && f.A.requiresGrad ? new Float32Array(f.A.size) : null));
-    const s2 = new Tasks();
+    const s2 = new GemmTasks();
     for (let e = 0; e < E; e++) {
       const m = offsets[e + 1] - offsets[e], f = factors[e], r = ranks[e];
       if (m === 0) continue;

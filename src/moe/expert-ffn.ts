@@ -11,6 +11,7 @@ import type { Activation } from '../backend/interface.js';
 import { GEMM_ACCUMULATE, GEMM_TRANS_A, GEMM_TRANS_B } from '../backend/interface.js';
 import { ShapeError } from '../errors.js';
 import { acquireScratch, releaseScratch } from '../backend/scratch.js';
+import { GemmTasks } from '../ops/gemm-tasks.js';
 import { be, requireFloat } from '../ops/util.js';
 import { leafGradSink, record } from '../tensor/autodiff.js';
 import { Tensor } from '../tensor/tensor.js';
@@ -21,39 +22,6 @@ export interface ExpertBlockWeights {
   w2: readonly Tensor[];
   /** Present iff the experts are gated. */
   w3: readonly Tensor[] | null;
-}
-
-/** Incrementally built GEMM task list over a growing buffer table. */
-class GemmTasks {
-  readonly buffers: Float32Array[] = [];
-  private readonly index = new Map<Float32Array, number>();
-  private params: number[] = [];
-
-  private buf(b: Float32Array): number {
-    let i = this.index.get(b);
-    if (i === undefined) {
-      i = this.buffers.length;
-      this.buffers.push(b);
-      this.index.set(b, i);
-    }
-    return i;
-  }
-
-  /** C[cOff..] (+)= op(A[aOff..]) · op(B[bOff..]) with leading dims lda/ldb/ldc. */
-  add(
-    a: Float32Array, aOff: number, lda: number,
-    b: Float32Array, bOff: number, ldb: number,
-    c: Float32Array, cOff: number, ldc: number,
-    m: number, n: number, k: number, flags: number,
-  ): void {
-    this.params.push(this.buf(a), aOff, lda, this.buf(b), bOff, ldb, this.buf(c), cOff, ldc, m, n, k, flags);
-  }
-
-  run(): void {
-    if (this.params.length === 0) return;
-    be().gemm(this.buffers, Int32Array.from(this.params));
-    this.params = [];
-  }
 }
 
 /**
