@@ -28,6 +28,7 @@
  * gate_proj → w1, up_proj → w3, down_proj → w2 (Mixtral's w1/w2/w3 are the same roles).
  */
 import { copyFile, mkdir, open, readFile, stat, type FileHandle } from 'node:fs/promises';
+import { pathExists } from './path-exists.js';
 import { join, resolve } from 'node:path';
 import type { Tokenizer as HFTokenizerImpl } from '@huggingface/tokenizers';
 import { ConfigError, RangeValueError } from '../errors.js';
@@ -550,14 +551,6 @@ async function readJson(path: string, what: string): Promise<HFConfig> {
   }
 }
 
-async function exists(path: string): Promise<boolean> {
-  try {
-    await stat(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 /** The shard files of a checkpoint folder and which shard holds each tensor name. */
 async function openCheckpointFiles(dir: string): Promise<{ shards: Shard[]; where: Map<string, Shard> }> {
@@ -566,7 +559,7 @@ async function openCheckpointFiles(dir: string): Promise<{ shards: Shard[]; wher
   const shards: Shard[] = [];
   const where = new Map<string, Shard>();
   try {
-    if (await exists(index)) {
+    if (await pathExists(index)) {
       const idx = await readJson(index, 'model.safetensors.index.json');
       const map = idx.weight_map;
       if (typeof map !== 'object' || map === null || Array.isArray(map)) throw new ConfigError('model.safetensors.index.json weight_map', map, 'must be an object of tensor name → shard file');
@@ -586,7 +579,7 @@ async function openCheckpointFiles(dir: string): Promise<{ shards: Shard[]; wher
         }
         where.set(name, shard);
       }
-    } else if (await exists(single)) {
+    } else if (await pathExists(single)) {
       const shard = await openShard(single);
       shards.push(shard);
       for (const name of Object.keys(shard.header.tensors)) where.set(name, shard);
@@ -616,7 +609,7 @@ export async function loadHFModel(dir: string, opts: HFImportOptions = {}): Prom
   const root = resolve(dir);
   const hfConfig = await readJson(join(root, 'config.json'), 'config.json');
   const { config, family, notes } = hfConfigToSwitchyard(hfConfig, { maxSeqLen: opts.maxSeqLen });
-  const generationConfig = (await exists(join(root, 'generation_config.json'))) ? await readJson(join(root, 'generation_config.json'), 'generation_config.json') : null;
+  const generationConfig = (await pathExists(join(root, 'generation_config.json'))) ? await readJson(join(root, 'generation_config.json'), 'generation_config.json') : null;
   const build = (): MoETransformerLM => new MoETransformerLM(config);
   const model = opts.deferExperts ? withDeferredExperts(build) : build();
   model.eval();
@@ -675,7 +668,7 @@ export async function loadHFModel(dir: string, opts: HFImportOptions = {}): Prom
   }
 
   let tokenizer: HFTokenizer | null = null;
-  if (opts.tokenizer !== false && (await exists(join(root, 'tokenizer.json')))) {
+  if (opts.tokenizer !== false && (await pathExists(join(root, 'tokenizer.json')))) {
     tokenizer = await HFTokenizer.fromDir(root, config.vocabSize);
   }
   const eos = generationConfig?.eos_token_id ?? hfConfig.eos_token_id;
@@ -779,7 +772,7 @@ export class HFTokenizer implements Tokenizer {
   static async fromDir(dir: string, minVocab = 0): Promise<HFTokenizer> {
     const json = await readJson(join(dir, 'tokenizer.json'), 'tokenizer.json');
     const cfgPath = join(dir, 'tokenizer_config.json');
-    const tcfg = (await exists(cfgPath)) ? await readJson(cfgPath, 'tokenizer_config.json') : {};
+    const tcfg = (await pathExists(cfgPath)) ? await readJson(cfgPath, 'tokenizer_config.json') : {};
     let impl: HFTokenizerImpl;
     try {
       // Loaded on first use so importing the library stays light.
@@ -849,7 +842,7 @@ export async function saveImportedModel(res: HFImportResult, outDir: string, src
   await replaceFileAtomic(join(outDir, 'config.json'), JSON.stringify(doc, null, 2) + '\n');
   if (srcDir) {
     for (const f of ['tokenizer.json', 'tokenizer_config.json', 'generation_config.json']) {
-      if (await exists(join(srcDir, f))) await copyFile(join(srcDir, f), join(outDir, f));
+      if (await pathExists(join(srcDir, f))) await copyFile(join(srcDir, f), join(outDir, f));
     }
   }
 }
@@ -878,7 +871,7 @@ export async function loadModelFolder(dir: string, opts: HFImportOptions = {}): 
   const model = new MoETransformerLM(config);
   model.loadStateDict(await loadSafetensors(join(root, 'model.safetensors')));
   model.eval();
-  const tokenizer = opts.tokenizer !== false && (await exists(join(root, 'tokenizer.json'))) ? await HFTokenizer.fromDir(root, config.vocabSize) : null;
+  const tokenizer = opts.tokenizer !== false && (await pathExists(join(root, 'tokenizer.json'))) ? await HFTokenizer.fromDir(root, config.vocabSize) : null;
   const src = cfg.source as { family?: HFModelType } | undefined;
   return { model, config, tokenizer, eosTokenIds: Array.isArray(cfg.eosTokenIds) ? (cfg.eosTokenIds as number[]) : [], kind: 'switchyard', family: src?.family ?? null };
 }

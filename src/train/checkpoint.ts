@@ -21,6 +21,7 @@
  */
 import { createHash } from 'node:crypto';
 import { mkdir, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
+import { pathExists } from '../io/path-exists.js';
 import { join, resolve } from 'node:path';
 import { describe as describeValue, SwitchyardError } from '../errors.js';
 import { readSafetensors, writeSafetensors } from '../io/safetensors.js';
@@ -207,14 +208,6 @@ function joinOptimizerState(json: TrainerFile['optimizer'], tensors: Record<stri
   return { paramGroups: json.paramGroups, state };
 }
 
-async function exists(path: string): Promise<boolean> {
-  try {
-    await stat(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 function pidAlive(pid: number): boolean {
   try {
@@ -289,7 +282,7 @@ export async function saveCheckpoint(dir: string, src: CheckpointSources, opts?:
   // 3. Publish: rename into place (moving aside an older save of the same step), fsync the run dir.
   const final = join(root, name);
   let old: string | null = null;
-  if (await exists(final)) {
+  if (await pathExists(final)) {
     old = join(root, `.old-${step}-${process.pid}-${Date.now()}`);
     await rename(final, old);
   }
@@ -331,9 +324,9 @@ export async function resolveCheckpointDir(path: string): Promise<string> {
     throw new CheckpointError(p, 'does not exist');
   }
   if (!st.isDirectory()) throw new CheckpointError(p, 'is not a directory (pass a run directory or a step-<n> directory)');
-  if (await exists(join(p, TRAINER_FILE))) return p;
+  if (await pathExists(join(p, TRAINER_FILE))) return p;
   const latestPath = join(p, LATEST_FILE);
-  if (await exists(latestPath)) {
+  if (await pathExists(latestPath)) {
     const target = (await readFile(latestPath, 'utf8')).trim();
     if (!STEP_DIR.test(target)) throw new CheckpointError(latestPath, `must name a step-<n> directory, got ${describeValue(target)}`);
     return join(p, target);
