@@ -2,9 +2,9 @@
  * The engine's backend op suite, framework-free so it runs inside a browser page: the kernel
  * cases and tolerances of test/native-backend.test.ts (gemm incl. the MoE grouped task list,
  * element-wise, row-wise, indexing, optimizer kernels, determinism, argument validation), checked
- * against the TypeScript reference backend. The cases are copied from that file with only the
- * harness changed (mini-test.ts instead of vitest; no ISA switching: wasm has one SIMD128 path);
- * keep the two in step (or make native-backend.test.ts register these cases too).
+ * against the TypeScript reference backend. test/native-backend.test.ts registers the same case
+ * families under vitest (useHarness) for each of its ISA paths; here there is no ISA switching
+ * (wasm has one SIMD128 path).
  */
 import {
   GEMM_ACCUMULATE,
@@ -18,7 +18,23 @@ import {
   type UnaryOp,
 } from '../../src/backend/interface.js';
 import { ReferenceBackend } from '../../src/backend/reference.js';
-import { describe, expect, it } from './mini-test.js';
+import * as mini from './mini-test.js';
+
+/**
+ * The describe/it/expect the cases register with: mini-test in a browser page; a vitest file
+ * (test/native-backend.test.ts) passes vitest's own through useHarness before registering.
+ */
+export interface TestHarness {
+  describe: typeof mini.describe;
+  it: typeof mini.it;
+  expect: typeof mini.expect;
+}
+let { describe, it, expect }: TestHarness = mini;
+
+/** Register later cases with `h` instead of mini-test. */
+export function useHarness(h: TestHarness): void {
+  ({ describe, it, expect } = h);
+}
 
 const ref = new ReferenceBackend();
 
@@ -211,7 +227,7 @@ function rng(seed: number): () => number {
   };
 }
 
-function randArray(n: number, seed: number, lo = -1, hi = 1): Float32Array {
+export function randArray(n: number, seed: number, lo = -1, hi = 1): Float32Array {
   const r = rng(seed);
   const out = new Float32Array(n);
   for (let i = 0; i < n; i++) out[i] = lo + (hi - lo) * r();
@@ -219,7 +235,7 @@ function randArray(n: number, seed: number, lo = -1, hi = 1): Float32Array {
 }
 
 /** Values spanning magnitudes ~1e-4 .. ~1e4 with random signs. */
-function wideArray(n: number, seed: number): Float32Array {
+export function wideArray(n: number, seed: number): Float32Array {
   const r = rng(seed);
   const out = new Float32Array(n);
   for (let i = 0; i < n; i++) {
@@ -229,7 +245,7 @@ function wideArray(n: number, seed: number): Float32Array {
   return out;
 }
 
-function bitsEqual(a: Float32Array, b: Float32Array): boolean {
+export function bitsEqual(a: Float32Array, b: Float32Array): boolean {
   if (a.length !== b.length) return false;
   const ia = new Uint8Array(a.buffer, a.byteOffset, a.byteLength), ib = new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
   for (let i = 0; i < ia.length; i++) if (ia[i] !== ib[i]) return false;
@@ -309,7 +325,7 @@ function singleCase(m: number, n: number, k: number, flags: number, seed: number
  * The MoE grouped case: E experts with uneven token counts (some zero), forward Y_e = X_e·W_eᵀ
  * ([rows, d] x [f, d]ᵀ), plus the two backward products dX_e = dY_e·W_e and dW_e = dY_eᵀ·X_e.
  */
-function groupedCase(E: number, d: number, f: number, avgRows: number, seed: number): GemmCase {
+export function groupedCase(E: number, d: number, f: number, avgRows: number, seed: number): GemmCase {
   const r = rng(seed);
   const rows: number[] = [];
   for (let e = 0; e < E; e++) rows.push(e % 5 === 3 ? 0 : Math.floor(r() * 2 * avgRows) + (e % 7 === 1 ? 1 : 0));
@@ -367,7 +383,7 @@ function gemmReference(c: GemmCase): { want: Float32Array[]; atol: Float64Array[
   return { want, atol };
 }
 
-function gemmTests(nb: Backend, setup: () => void): void {
+export function gemmTests(nb: Backend, setup: () => void): void {
   describe('gemm', () => {
     it('all trans / accumulate combinations over odd sizes 1, 7, 33 (with padding and offsets)', () => {
       setup();
@@ -480,7 +496,7 @@ function unaryAtol(op: UnaryOp, x: Float32Array): Float64Array {
   return a;
 }
 
-function elementwiseTests(nb: Backend, setup: () => void): void {
+export function elementwiseTests(nb: Backend, setup: () => void): void {
   describe('element-wise', () => {
     for (const op of UNARY_OPS) {
       it(`unary ${op} and unaryGrad ${op}`, () => {
@@ -601,8 +617,27 @@ function elementwiseTests(nb: Backend, setup: () => void): void {
 // ---------------------------------------------------------------------------------------------
 // row-wise
 
-function rowwiseTests(nb: Backend, setup: () => void): void {
+export function rowwiseTests(nb: Backend, setup: () => void): void {
   describe('row-wise', () => {
+    it('rotary: bit-identical to the reference (both layouts, offsets, inverse, in place)', () => {
+      setup();
+      let seed = 1500;
+      for (const [rows, seqLen, heads, dim, start] of [[8, 8, 1, 2, 0], [96, 12, 4, 32, 5], [70, 7, 2, 6, 0], [0, 4, 1, 8, 0]]) {
+        const positions = start + seqLen, half = dim / 2;
+        const cos = randArray(positions * half, seed++, -1, 1), sin = randArray(positions * half, seed++, -1, 1);
+        const x = randArray(rows * dim, seed++, -4, 4);
+        for (const inverse of [false, true]) {
+          const want = new Float32Array(x.length), got = new Float32Array(x.length);
+          ref.rotary(x, want, cos, sin, rows, seqLen, heads, dim, start, inverse);
+          nb.rotary(x, got, cos, sin, rows, seqLen, heads, dim, start, inverse);
+          expect(Array.from(got)).toEqual(Array.from(want));
+          const inPlace = Float32Array.from(x);
+          nb.rotary(inPlace, inPlace, cos, sin, rows, seqLen, heads, dim, start, inverse);
+          expect(Array.from(inPlace)).toEqual(Array.from(want));
+        }
+      }
+    });
+
     const shapes: [number, number][] = [[1, 1], [3, 7], [7, 33], [5, 257], [64, 1000], [300, 257], [0, 5], [4, 0]];
 
     it('softmax, log-softmax, softmaxGrad, logsumexp (incl. -inf entries and large magnitudes)', () => {
@@ -704,7 +739,7 @@ function rowwiseTests(nb: Backend, setup: () => void): void {
 // ---------------------------------------------------------------------------------------------
 // indexing
 
-function indexingTests(nb: Backend, setup: () => void): void {
+export function indexingTests(nb: Backend, setup: () => void): void {
   describe('indexing', () => {
     it('gatherRows', () => {
       setup();
@@ -763,7 +798,7 @@ function indexingTests(nb: Backend, setup: () => void): void {
 // optimizer kernels
 
 /** Bit-identical, except that any NaN matches any NaN (payloads are not specified by JS). */
-function sameBits(a: Float32Array, b: Float32Array): boolean {
+export function sameBits(a: Float32Array, b: Float32Array): boolean {
   if (a.length !== b.length) return false;
   const ia = new Uint32Array(a.buffer, a.byteOffset, a.length), ib = new Uint32Array(b.buffer, b.byteOffset, b.length);
   for (let i = 0; i < a.length; i++) if (ia[i] !== ib[i] && !(Number.isNaN(a[i]) && Number.isNaN(b[i]))) return false;
@@ -773,7 +808,7 @@ function sameBits(a: Float32Array, b: Float32Array): boolean {
 type AdamwHyper = { beta1: number; beta2: number; stepSize: number; bc2Sqrt: number; eps: number; decay: number; sign: number };
 
 /** The scalars exactly as src/optim/adamw.ts computes them for step t. */
-function adamwHyper(lr: number, betas: [number, number], eps: number, wd: number, t: number, maximize: boolean): AdamwHyper {
+export function adamwHyper(lr: number, betas: [number, number], eps: number, wd: number, t: number, maximize: boolean): AdamwHyper {
   const [beta1, beta2] = betas;
   return {
     beta1,
@@ -790,7 +825,7 @@ function adamwHyper(lr: number, betas: [number, number], eps: number, wd: number
  * Parameters, gradients and moment state with mixed magnitudes (~1e-4 .. ~1e4), plus a sprinkling of
  * zeros, huge gradients (~1e19: g² overflows float32, so v becomes Inf) and tiny ones (~1e-30).
  */
-function adamwState(n: number, seed: number, amsgrad: boolean) {
+export function adamwState(n: number, seed: number, amsgrad: boolean) {
   const r = rng(seed + 1000);
   const p = wideArray(n, seed), grad = wideArray(n, seed + 1), m = wideArray(n, seed + 2);
   const v = wideArray(n, seed + 3).map((x) => x * x);
@@ -806,7 +841,7 @@ function adamwState(n: number, seed: number, amsgrad: boolean) {
   return { p, grad, m, v, vmax };
 }
 
-function optimizerTests(nb: Backend, setup: () => void): void {
+export function optimizerTests(nb: Backend, setup: () => void): void {
   describe('optimizer kernels', () => {
     const sizes = [0, 1, 7, 33, 257, 100_003];
 
