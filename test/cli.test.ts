@@ -3,7 +3,7 @@
  * non-zero with one line and no stack trace; a tiny train → sample / inspect / eval round trip.
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -30,6 +30,10 @@ function expectOneLineError(r: ReturnType<typeof run>, pattern: RegExp): void {
 }
 
 describe.skipIf(!built)('switchyard CLI', () => {
+  it('is built executable (npx runs the bin file itself after npm ci && npm run build)', () => {
+    expect(statSync(bin).mode & 0o111).toBe(0o111);
+  });
+
   it('answers --help for every command', () => {
     for (const cmd of ['', 'demo', 'train', 'eval', 'sample', 'inspect', 'compare', 'bench', 'info']) {
       const r = run(...(cmd ? [cmd] : []), '--help');
