@@ -22,7 +22,7 @@ import { AdamW } from '../optim/adamw.js';
 import { SGD } from '../optim/sgd.js';
 import { enableGrad, noGrad } from '../tensor/autodiff.js';
 import { Tensor } from '../tensor/tensor.js';
-import { decodeMessage, DEFAULT_LIMITS, encodeMessage, KIND_BACKWARD, KIND_FORWARD, KIND_FORWARD_TRAIN, KIND_REPLY, messageBytes, ProtocolError, type ProtocolLimits } from './protocol.js';
+import { decodeBatch, decodeMessage, DEFAULT_LIMITS, encodeBatch, encodeMessage, isBatchFrame, KIND_BACKWARD, KIND_BATCH_FORWARD, KIND_BATCH_REPLY, KIND_FORWARD, KIND_FORWARD_TRAIN, KIND_REPLY, messageBytes, ProtocolError, type BatchMessage, type ProtocolLimits } from './protocol.js';
 import { checkModelId, directSubject, expertSubject, formatExpertSet, moeLayerIndex, QUEUE_GROUP, SERVICE_NAME, statsSubject, stepSubject, type ExpertSet } from './spec.js';
 
 export interface ExpertServerOptions {
@@ -178,8 +178,62 @@ export class ExpertServer {
       }
     };
 
+    /** A batched frame (direct subject only): all its blocks in one grouped FFN call, one reply. */
+    const handleBatch = (msg: ServiceMsg, fixed: [number, number] | null): void => {
+      let m: BatchMessage;
+      try {
+        if (fixed) throw new ProtocolError('kind', KIND_BATCH_FORWARD, `batched frames go to the instance's direct subject, not to expert ${fixed[0]}:${fixed[1]}'s`);
+        m = decodeBatch(msg.data, limits);
+        if (m.kind !== KIND_BATCH_FORWARD) throw new ProtocolError('kind', m.kind, `must be a request (${KIND_BATCH_FORWARD}), not a reply`);
+        if (m.cols !== dModel) throw new ProtocolError('cols', m.cols, `must be this model's dModel ${dModel}`);
+      } catch (e) {
+        counters.rejected++;
+        reject(msg, 400, e instanceof ProtocolError ? e.message : `malformed message: ${(e as Error).message}`);
+        return;
+      }
+      const layer = byIndex.get(m.layer);
+      const hosted = opts.experts.get(m.layer);
+      const missing = m.blocks.find((b) => !hosted?.has(b.expert));
+      if (!layer || missing) {
+        counters.rejected++;
+        reject(msg, 404, `expert ${m.layer}:${missing?.expert ?? m.blocks[0].expert} is not hosted here (hosted: ${spec})`);
+        return;
+      }
+      if (!msg.reply) {
+        counters.rejected++;
+        reject(msg, 400, 'a request needs a reply subject');
+        return;
+      }
+      const E = layer.config.numExperts;
+      const offsets = new Int32Array(E + 1);
+      for (const b of m.blocks) offsets[b.expert + 1] = b.rows;
+      for (let e = 0; e < E; e++) offsets[e + 1] += offsets[e];
+      let y: Tensor;
+      try {
+        y = noGrad(() => runBlocks(layer, offsets, new Tensor(m.data, [m.rows, m.cols]), source));
+      } catch (e) {
+        counters.errors++;
+        reject(msg, 500, `layer ${m.layer} experts ${m.blocks.map((b) => b.expert).join(',')}: ${(e as Error).message}`);
+        return;
+      }
+      const out = encodeBatch({ kind: KIND_BATCH_REPLY, requestId: m.requestId, layer: m.layer, cols: m.cols }, m.blocks, y.f32);
+      counters.requests++;
+      counters.rows += m.rows;
+      counters.bytesOut += out.length;
+      for (const b of m.blocks) {
+        const l = counters.load[`${m.layer}:${b.expert}`];
+        l.requests++;
+        l.rows += b.rows;
+      }
+      msg.respond(out);
+    };
+
     const handle = (msg: ServiceMsg, fixed: [number, number] | null): void => {
       counters.bytesIn += msg.data.length;
+      if (isBatchFrame(msg.data)) {
+        handleBatch(msg, fixed);
+        return;
+      }
       let m;
       try {
         m = decodeMessage(msg.data, limits);
@@ -315,6 +369,11 @@ function runOne(layer: MoELayer, e: number, x: Tensor, source: ExpertSource | nu
   const E = layer.config.numExperts;
   const offsets = new Int32Array(E + 1);
   for (let i = e + 1; i <= E; i++) offsets[i] = x.shape[0];
+  return runBlocks(layer, offsets, x, source);
+}
+
+/** The experts of `layer` on their blocks of x (prefix `offsets`, as MoELayer passes them): one grouped FFN call. */
+function runBlocks(layer: MoELayer, offsets: Int32Array, x: Tensor, source: ExpertSource | null): Tensor {
   if (source) return source.runExperts(layer, x, offsets, x);
   const c = layer.config;
   const items = layer.experts.items;

@@ -17,7 +17,7 @@
  */
 import { parentPort, workerData, type MessagePort } from 'node:worker_threads';
 import { connect, ErrorCode, NatsError, RequestStrategy, ServiceError, type Msg, type NatsConnection } from 'nats';
-import { decodeMessage, encodeMessage, HEADER_BYTES, KIND_BACKWARD, KIND_FORWARD, KIND_FORWARD_TRAIN, KIND_REPLY, type ProtocolLimits } from './protocol.js';
+import { decodeBatch, decodeMessage, encodeBatch, encodeMessage, HEADER_BYTES, KIND_BACKWARD, KIND_BATCH_FORWARD, KIND_BATCH_REPLY, KIND_FORWARD, KIND_FORWARD_TRAIN, KIND_REPLY, type ProtocolLimits } from './protocol.js';
 import { directSubject, expertSubject, SERVICE_NAME, stepSubject } from './spec.js';
 
 /** What the main thread passes at start. */
@@ -277,15 +277,197 @@ async function chunk(m: RunMessage, task: RunTask, r0: number, rows: number, inp
   output.set(data, r0 * m.cols);
 }
 
+/** A piece of a task's block: rows r0 .. r0+rows-1 of the shared input (absolute). */
+interface Piece {
+  task: number;
+  expert: number;
+  r0: number;
+  rows: number;
+}
+
+/** Send one batched frame and check its reply against it; the reply's rows, blocks back to back. */
+async function sendBatch(subject: string, layer: number, cols: number, pieces: Piece[], input: Float32Array, counters: RunResult): Promise<Float32Array> {
+  const rid = (requestId = (requestId + 1) >>> 0);
+  const blocks = pieces.map((p) => ({ expert: p.expert, rows: p.rows, row0: p.r0 }));
+  const payload = encodeBatch({ kind: KIND_BATCH_FORWARD, requestId: rid, layer, cols }, blocks, input);
+  let msg: Msg;
+  counters.requests++;
+  counters.bytesSent += payload.length;
+  try {
+    msg = await nc.request(subject, payload, { timeout: init.timeoutMs });
+  } catch (e) {
+    const code = (e as NatsError).code;
+    if (code === ErrorCode.Timeout) {
+      counters.timeouts++;
+      throw new AttemptError(`no reply within ${init.timeoutMs} ms`, true, false);
+    }
+    if (code === ErrorCode.NoResponders) throw new AttemptError('no server is subscribed', false, true);
+    throw new AttemptError((e as Error).message, false, false);
+  }
+  counters.bytesReceived += msg.data.length;
+  if (ServiceError.isServiceError(msg)) {
+    const se = ServiceError.toServiceError(msg);
+    throw new AttemptError(`server error ${se?.code ?? ''}: ${se?.message ?? 'unknown'}`, false, false);
+  }
+  let rep;
+  try {
+    rep = decodeBatch(msg.data, LIMITS);
+  } catch (e) {
+    throw new AttemptError(`malformed reply (${(e as Error).message})`, false, false);
+  }
+  const same = rep.blocks.length === pieces.length && rep.blocks.every((b, i) => b.expert === pieces[i].expert && b.rows === pieces[i].rows);
+  if (rep.kind !== KIND_BATCH_REPLY || rep.requestId !== rid || rep.layer !== layer || rep.cols !== cols || !same) {
+    throw new AttemptError(`reply does not match its request (got kind ${rep.kind}, id ${rep.requestId}, layer ${rep.layer}, blocks ${rep.blocks.map((b) => `${b.expert}x${b.rows}`).join(',')}, cols ${rep.cols})`, false, false);
+  }
+  return rep.data;
+}
+
+/**
+ * Cut an instance's pieces into frames: experts strictly increasing within a frame (the wire
+ * format's rule), at most `cap` rows per frame (a piece larger than the room left is split).
+ */
+function pack(pieces: Piece[], cap: number): Piece[][] {
+  const sorted = [...pieces].sort((a, b) => a.expert - b.expert || a.r0 - b.r0);
+  const frames: Piece[][] = [];
+  let cur: Piece[] = [], rows = 0;
+  const flush = (): void => {
+    if (cur.length) frames.push(cur);
+    cur = [];
+    rows = 0;
+  };
+  for (const p of sorted) {
+    let r0 = p.r0, left = p.rows;
+    while (left > 0) {
+      if (rows >= cap || (cur.length && cur[cur.length - 1].expert >= p.expert)) flush();
+      const n = Math.min(left, cap - rows);
+      cur.push({ ...p, r0, rows: n });
+      rows += n;
+      r0 += n;
+      left -= n;
+    }
+  }
+  flush();
+  return frames;
+}
+
+/** Rows already given to each instance in this layer; spreads experts over their replicas. */
+function assign(pieces: Piece[], layer: number, exclude: string | null): { groups: Map<InstanceInfo, Piece[]>; orphans: Piece[] } {
+  const groups = new Map<InstanceInfo, Piece[]>();
+  const load = new Map<string, number>();
+  const orphans: Piece[] = [];
+  const now = Date.now();
+  // Largest blocks first, each to its least loaded live replica (ties: in turn across calls).
+  const order = [...pieces].sort((a, b) => b.rows - a.rows);
+  const spin = rotation++;
+  for (const p of order) {
+    const list = table.get(`${layer}:${p.expert}`) ?? [];
+    let best: InstanceInfo | null = null, bestLoad = Infinity;
+    for (let i = 0; i < list.length; i++) {
+      const inst = list[(spin + i) % list.length];
+      if (inst.id === exclude) continue;
+      const until = suspect.get(inst.id);
+      if (until !== undefined && until > now) continue;
+      const l = load.get(inst.id) ?? 0;
+      if (l < bestLoad) [best, bestLoad] = [inst, l];
+    }
+    if (!best) {
+      orphans.push(p);
+      continue;
+    }
+    load.set(best.id, bestLoad + p.rows);
+    let g = groups.get(best);
+    if (!g) groups.set(best, (g = []));
+    g.push(p);
+  }
+  return { groups, orphans };
+}
+let rotation = 0;
+let lastMissRefresh = 0;
+
+/**
+ * Inference forward of a layer: every known server instance gets one batched frame (or a few,
+ * when its rows exceed the frame cap) with all the expert blocks it computes; an expert no
+ * instance is known for goes to its queue-group subject (one request per expert). A frame that
+ * fails is retried once, its pieces spread over other replicas (or their queue groups).
+ */
+async function forwardBatched(m: RunMessage, input: Float32Array, output: Float32Array, counters: RunResult): Promise<void> {
+  const pieces: Piece[] = m.tasks.map((t, i) => ({ task: i, expert: t.expert, r0: t.row0, rows: t.rows }));
+  const cap = Math.max(1, Math.min(serverMaxRows, Math.floor((maxPayload - HEADER_BYTES - 8 * m.tasks.length) / (4 * m.cols))));
+  const fail = (p: Piece, reason: string): void => {
+    counters.failures[p.task] ??= { expert: p.expert, reason };
+  };
+  const write = (frame: Piece[], data: Float32Array): void => {
+    let at = 0;
+    for (const p of frame) {
+      output.set(data.subarray(at, at + p.rows * m.cols), p.r0 * m.cols);
+      at += p.rows * m.cols;
+    }
+  };
+  /** The queue group of each orphan piece's expert (no known replica): the per-expert path, with its own retry. */
+  const viaQueueGroup = (ps: Piece[]): Promise<void>[] =>
+    ps.map((p) => chunk(m, m.tasks[p.task], p.r0, p.rows, input, output, counters).catch((e: Error) => fail(p, e.message)));
+  const { groups, orphans } = assign(pieces, m.layer, null);
+  if (orphans.length && Date.now() - lastMissRefresh > 1000) {
+    lastMissRefresh = Date.now();
+    void refresh();
+  }
+  const jobs: Promise<void>[] = viaQueueGroup(orphans.flatMap((p) => pack([p], maxChunkRows).flat()));
+  for (const [inst, ps] of groups) {
+    for (const frame of pack(ps, cap)) {
+      jobs.push(
+        sendBatch(inst.direct, m.layer, m.cols, frame, input, counters).then(
+          (data) => write(frame, data),
+          async (e1: AttemptError) => {
+            if (e1.gone) forget(inst.id);
+            else suspect.set(inst.id, Date.now() + Math.max(5000, 2 * init.discoveryIntervalMs));
+            if (e1.gone || e1.timeout) void refresh();
+            counters.retries++;
+            const retry = assign(frame, m.layer, inst.id);
+            const again: Promise<void>[] = [];
+            // Gone: the queue group reaches only live replicas (any started since discovery too).
+            // Slow or failing with no other known replica: the queue group may reach it again.
+            for (const p of retry.orphans) {
+              const rid = (requestId = (requestId + 1) >>> 0);
+              const payload = encodeMessage({ kind: KIND_FORWARD, requestId: rid, layer: m.layer, expert: p.expert, rows: p.rows, cols: m.cols }, input, p.r0 * m.cols);
+              again.push(
+                send(expertSubject(init.modelId, m.layer, p.expert), payload, m.layer, p.expert, p.rows, m.cols, rid, counters).then(
+                  (data) => output.set(data, p.r0 * m.cols),
+                  (e2: Error) => fail(p, `replica ${inst.id}: ${e1.message}; retry on queue group: ${e2.message}`),
+                ),
+              );
+            }
+            for (const [other, ops] of retry.groups) {
+              for (const f2 of pack(ops, cap)) {
+                again.push(
+                  sendBatch(other.direct, m.layer, m.cols, f2, input, counters).then(
+                    (data) => write(f2, data),
+                    (e2: Error) => {
+                      for (const p of f2) fail(p, `replica ${inst.id}: ${e1.message}; retry on replica ${other.id}: ${e2.message}`);
+                    },
+                  ),
+                );
+              }
+            }
+            await Promise.all(again);
+          },
+        ),
+      );
+    }
+  }
+  await Promise.all(jobs);
+}
+
 let maxChunkRows = 1;
 let serverMaxRows = 65536;
+let maxPayload = 1 << 20;
 
 async function run(m: RunMessage): Promise<void> {
   const counters: RunResult = { id: m.id, failures: m.tasks.map(() => null), requests: 0, retries: 0, timeouts: 0, bytesSent: 0, bytesReceived: 0, chunks: [] };
   const input = new Float32Array(m.input);
   const output = new Float32Array(m.output);
   const jobs: Promise<void>[] = [];
-  m.tasks.forEach((task, i) => {
+  if (m.mode === 'forward') jobs.push(forwardBatched(m, input, output, counters));
+  else m.tasks.forEach((task, i) => {
     const parts: Promise<void>[] = [];
     if (m.mode === 'backward') {
       for (const c of m.chunks ?? []) if (c.task === i) parts.push(backwardChunk(m, c, input, output, counters));
@@ -357,7 +539,7 @@ async function main(): Promise<void> {
     port.postMessage({ type: 'error', message: `cannot connect to NATS at ${init.servers.join(', ')}: ${(e as Error).message}` });
     return;
   }
-  const maxPayload = nc.info?.max_payload ?? 1 << 20;
+  maxPayload = nc.info?.max_payload ?? 1 << 20;
   port.on('message', (m: { type: string; id?: number } & Partial<RunMessage>) => {
     if (m.type === 'run') {
       maxChunkRows = Math.max(1, Math.min(serverMaxRows, Math.floor((maxPayload - HEADER_BYTES) / (4 * (m.cols ?? 1)))));

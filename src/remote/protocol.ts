@@ -16,6 +16,25 @@
  *   28      4     reserved, must be 0
  *   32      4·rows·cols   float32 data, row-major
  *
+ * A batched frame (kinds 5 and 6) carries several expert blocks of one layer in one message, so
+ * a router sends each server instance one request per layer instead of one per expert (the
+ * per-request cost of a NATS round trip dominates at these sizes, not the bytes):
+ *
+ *   offset  size  field
+ *   0       4     magic, as above
+ *   4       2     version (1)
+ *   6       2     kind: 5 = batched forward request, 6 = batched reply
+ *   8       4     requestId
+ *   12      4     layer
+ *   16      4     blocks (B >= 1)
+ *   20      4     rows (total over the blocks)
+ *   24      4     cols (dModel)
+ *   28      4     reserved, must be 0
+ *   32      8·B   block table: (expert u32, rows u32) per block; experts strictly increasing,
+ *                 rows >= 1, summing to `rows`
+ *   32+8B   4·rows·cols   float32 data, the blocks' rows in table order
+ *
+ * The server runs all blocks as one grouped expert FFN call and replies with the same table.
  * Errors travel as NATS service errors (Nats-Service-Error headers), not in this format.
  */
 import { SwitchyardError } from '../errors.js';
@@ -30,6 +49,8 @@ export const KIND_FORWARD = 1;
 export const KIND_REPLY = 2;
 export const KIND_FORWARD_TRAIN = 3;
 export const KIND_BACKWARD = 4;
+export const KIND_BATCH_FORWARD = 5;
+export const KIND_BATCH_REPLY = 6;
 
 /** Hard caps on what a decoder accepts (on top of the byte limit of the transport). */
 export interface ProtocolLimits {
@@ -103,6 +124,7 @@ export function decodeMessage(buf: Uint8Array, limits: ProtocolLimits = DEFAULT_
   const version = dv.getUint16(4, true);
   if (version !== VERSION) throw new ProtocolError('version', version, `is not supported (this build speaks version ${VERSION})`);
   const kind = dv.getUint16(6, true);
+  if (kind === KIND_BATCH_FORWARD || kind === KIND_BATCH_REPLY) throw new ProtocolError('kind', kind, 'is a batched frame (decode it with decodeBatch)');
   if (kind < KIND_FORWARD || kind > KIND_BACKWARD) throw new ProtocolError('kind', kind, `must be ${KIND_FORWARD} (forward), ${KIND_REPLY} (reply), ${KIND_FORWARD_TRAIN} (training forward) or ${KIND_BACKWARD} (backward)`);
   const reserved = dv.getUint32(28, true);
   if (reserved !== 0) throw new ProtocolError('reserved', reserved, 'must be 0');
@@ -126,4 +148,124 @@ export function decodeMessage(buf: Uint8Array, limits: ProtocolLimits = DEFAULT_
     for (let i = 0; i < n; i++) data[i] = dv.getFloat32(HEADER_BYTES + 4 * i, true);
   }
   return { kind, requestId: dv.getUint32(8, true), layer: dv.getUint32(12, true), expert: dv.getUint32(16, true), rows, cols, data };
+}
+
+/** One expert block of a batched frame. */
+export interface BatchBlock {
+  expert: number;
+  rows: number;
+}
+
+/** A decoded batched frame. `data` is [rows·cols] float32, the blocks' rows in table order. */
+export interface BatchMessage {
+  kind: number;
+  requestId: number;
+  layer: number;
+  rows: number;
+  cols: number;
+  blocks: BatchBlock[];
+  data: Float32Array;
+}
+
+/** Bytes of a batched frame with `blocks` blocks and `rows`×`cols` floats in all. */
+export function batchBytes(blocks: number, rows: number, cols: number): number {
+  return HEADER_BYTES + 8 * blocks + 4 * rows * cols;
+}
+
+/** True when `buf` claims to be a batched frame (kind 5 or 6); decodeBatch still validates it. */
+export function isBatchFrame(buf: Uint8Array): boolean {
+  if (buf.length < 8) return false;
+  const kind = buf[6] | (buf[7] << 8);
+  return kind === KIND_BATCH_FORWARD || kind === KIND_BATCH_REPLY;
+}
+
+/**
+ * Encode a batched frame. Block i's rows are read from `data` at row `blocks[i].row0` (in rows
+ * of `cols` floats; default: the blocks lie back to back from row 0), so a router sends blocks
+ * straight from its layer input without gathering them first.
+ */
+export function encodeBatch(
+  m: { kind: number; requestId: number; layer: number; cols: number },
+  blocks: ReadonlyArray<BatchBlock & { row0?: number }>,
+  data: Float32Array,
+): Uint8Array {
+  if (!blocks.length) throw new ProtocolError('blocks', 0, 'a batched frame needs at least one block');
+  let rows = 0;
+  for (const b of blocks) rows += b.rows;
+  const cols = m.cols;
+  const buf = new Uint8Array(batchBytes(blocks.length, rows, cols));
+  const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+  dv.setUint32(0, MAGIC, true);
+  dv.setUint16(4, VERSION, true);
+  dv.setUint16(6, m.kind, true);
+  dv.setUint32(8, m.requestId >>> 0, true);
+  dv.setUint32(12, m.layer, true);
+  dv.setUint32(16, blocks.length, true);
+  dv.setUint32(20, rows, true);
+  dv.setUint32(24, cols, true);
+  dv.setUint32(28, 0, true);
+  let at = HEADER_BYTES + 8 * blocks.length;
+  let next = 0;
+  blocks.forEach((b, i) => {
+    dv.setUint32(HEADER_BYTES + 8 * i, b.expert, true);
+    dv.setUint32(HEADER_BYTES + 8 * i + 4, b.rows, true);
+    const r0 = b.row0 ?? next;
+    next = r0 + b.rows;
+    const src = data.subarray(r0 * cols, (r0 + b.rows) * cols);
+    if (src.length !== b.rows * cols) throw new ProtocolError('data', data.length, `holds no rows ${r0}..${r0 + b.rows - 1} of ${cols} floats`);
+    if (LITTLE_ENDIAN) buf.set(new Uint8Array(src.buffer, src.byteOffset, src.byteLength), at);
+    else for (let k = 0; k < src.length; k++) dv.setFloat32(at + 4 * k, src[k], true);
+    at += src.byteLength;
+  });
+  return buf;
+}
+
+/**
+ * Decode and validate a batched frame: magic, version, kind (5 or 6), reserved bits, the block
+ * table (count, strictly increasing experts, rows >= 1 summing to the total), limits (maxRows
+ * applies to the total) and the exact length. Throws ProtocolError naming the field.
+ */
+export function decodeBatch(buf: Uint8Array, limits: ProtocolLimits = DEFAULT_LIMITS): BatchMessage {
+  if (buf.length > limits.maxBytes) throw new ProtocolError('bytes', buf.length, `exceeds the ${limits.maxBytes}-byte message limit`);
+  if (buf.length < HEADER_BYTES) throw new ProtocolError('bytes', buf.length, `is shorter than the ${HEADER_BYTES}-byte header`);
+  const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+  const magic = dv.getUint32(0, true);
+  if (magic !== MAGIC) throw new ProtocolError('magic', `0x${magic.toString(16)}`, `is not a Switchyard expert message (0x${MAGIC.toString(16)})`);
+  const version = dv.getUint16(4, true);
+  if (version !== VERSION) throw new ProtocolError('version', version, `is not supported (this build speaks version ${VERSION})`);
+  const kind = dv.getUint16(6, true);
+  if (kind !== KIND_BATCH_FORWARD && kind !== KIND_BATCH_REPLY) throw new ProtocolError('kind', kind, `must be ${KIND_BATCH_FORWARD} (batched forward) or ${KIND_BATCH_REPLY} (batched reply)`);
+  const reserved = dv.getUint32(28, true);
+  if (reserved !== 0) throw new ProtocolError('reserved', reserved, 'must be 0');
+  const nBlocks = dv.getUint32(16, true), rows = dv.getUint32(20, true), cols = dv.getUint32(24, true);
+  if (rows > limits.maxRows) throw new ProtocolError('rows', rows, `exceeds the limit of ${limits.maxRows} rows per message`);
+  if (cols === 0) throw new ProtocolError('cols', cols, 'must be at least 1');
+  if (nBlocks === 0) throw new ProtocolError('blocks', nBlocks, 'must be at least 1');
+  if (HEADER_BYTES + 8 * nBlocks > buf.length) throw new ProtocolError('blocks', nBlocks, `needs a ${8 * nBlocks}-byte block table; the message has ${buf.length} bytes`);
+  const blocks: BatchBlock[] = new Array(nBlocks);
+  let sum = 0;
+  for (let i = 0; i < nBlocks; i++) {
+    const expert = dv.getUint32(HEADER_BYTES + 8 * i, true), r = dv.getUint32(HEADER_BYTES + 8 * i + 4, true);
+    if (i > 0 && expert <= blocks[i - 1].expert) throw new ProtocolError('expert', expert, `block ${i}: experts must be strictly increasing (previous ${blocks[i - 1].expert})`);
+    if (r === 0) throw new ProtocolError('rows', r, `block ${i} (expert ${expert}) must have at least 1 row`);
+    sum += r;
+    blocks[i] = { expert, rows: r };
+  }
+  if (sum !== rows) throw new ProtocolError('rows', rows, `must equal the blocks' rows (${sum})`);
+  const want = batchBytes(nBlocks, rows, cols);
+  if (buf.length !== want) throw new ProtocolError('bytes', buf.length, `must be ${want} for ${nBlocks} blocks, ${rows} rows x ${cols} cols`);
+  const n = rows * cols;
+  const startByte = HEADER_BYTES + 8 * nBlocks;
+  const start = buf.byteOffset + startByte;
+  let data: Float32Array;
+  if (LITTLE_ENDIAN && start % 4 === 0) data = new Float32Array(buf.buffer, start, n);
+  else if (LITTLE_ENDIAN) {
+    const bytes = new Uint8Array(4 * n);
+    bytes.set(buf.subarray(startByte));
+    data = new Float32Array(bytes.buffer);
+  } else {
+    data = new Float32Array(n);
+    for (let i = 0; i < n; i++) data[i] = dv.getFloat32(startByte + 4 * i, true);
+  }
+  return { kind, requestId: dv.getUint32(8, true), layer: dv.getUint32(12, true), rows, cols, blocks, data };
 }
