@@ -9,7 +9,7 @@
  */
 import type { Activation } from '../backend/interface.js';
 import { GEMM_ACCUMULATE, GEMM_TRANS_A, GEMM_TRANS_B } from '../backend/interface.js';
-import { ShapeError } from '../errors.js';
+import { RangeValueError, ShapeError } from '../errors.js';
 import { acquireScratch, releaseScratch } from '../backend/scratch.js';
 import { GemmTasks } from '../ops/gemm-tasks.js';
 import { be, requireFloat } from '../ops/util.js';
@@ -24,20 +24,17 @@ export interface ExpertBlockWeights {
   w3: readonly Tensor[] | null;
 }
 
-/**
- * Apply expert e's FFN to rows offsets[e] .. offsets[e+1]-1 of xs [N, dModel] → [N, dModel].
- * Differentiable in xs and in every expert weight (experts with no rows get zero gradients).
- */
-export function groupedExpertFFN(xs: Tensor, offsets: Int32Array, weights: ExpertBlockWeights, act: Activation): Tensor {
+/** The forward intermediates the backward needs (pooled buffers, released by the backward). */
+interface FFNTape {
+  h1: Float32Array;
+  h3: Float32Array | null;
+  hidden: Float32Array;
+}
+
+/** Validate the expert weights against dModel d; returns dFF. */
+function checkWeights(weights: ExpertBlockWeights, d: number): number {
   const E = weights.w1.length;
-  const x = requireFloat(xs, 'groupedExpertFFN.xs');
-  if (xs.rank !== 2) throw new ShapeError('groupedExpertFFN.xs', xs.shape, 'must be [rows, dModel]');
-  const [N, d] = xs.shape;
-  if (offsets.length !== E + 1 || offsets[0] !== 0 || offsets[E] !== N) {
-    throw new ShapeError('groupedExpertFFN.offsets', Array.from(offsets), `must be ${E + 1} prefix offsets from 0 to ${N}`);
-  }
   const dFF = weights.w1[0]?.shape[0] ?? 0;
-  const gated = weights.w3 !== null;
   for (let e = 0; e < E; e++) {
     const check = (t: Tensor, shape: number[], name: string): void => {
       if (t.shape.length !== 2 || t.shape[0] !== shape[0] || t.shape[1] !== shape[1]) {
@@ -48,12 +45,26 @@ export function groupedExpertFFN(xs: Tensor, offsets: Int32Array, weights: Exper
     check(weights.w2[e], [d, dFF], 'w2');
     if (weights.w3) check(weights.w3[e], [dFF, d], 'w3');
   }
+  return dFF;
+}
+
+function checkOffsets(offsets: Int32Array, E: number, N: number, field: string): void {
+  if (offsets.length !== E + 1 || offsets[0] !== 0 || offsets[E] !== N) {
+    throw new ShapeError(field, Array.from(offsets), `must be ${E + 1} prefix offsets from 0 to ${N}`);
+  }
+  for (let e = 0; e < E; e++) {
+    if (offsets[e + 1] < offsets[e]) throw new ShapeError(field, Array.from(offsets), 'must be non-decreasing');
+  }
+}
+
+/** y[N, d] = the experts' FFN over their row blocks of x[N, d]; returns the intermediates. */
+function ffnForward(x: Float32Array, N: number, d: number, dFF: number, offsets: Int32Array, weights: ExpertBlockWeights, act: Activation, y: Float32Array): FFNTape {
+  const E = weights.w1.length;
   // Every row of h1/h3/hidden belongs to exactly one expert block and is fully written below, so
-  // pooled (stale) buffers are safe; they go back to the pool when no backward can need them.
+  // pooled (stale) buffers are safe.
   const h1 = acquireScratch(N * dFF);
-  const h3 = gated ? acquireScratch(N * dFF) : null;
+  const h3 = weights.w3 ? acquireScratch(N * dFF) : null;
   const hidden = acquireScratch(N * dFF);
-  const y = new Float32Array(N * d);
   const up = new GemmTasks();
   for (let e = 0; e < E; e++) {
     const r0 = offsets[e], m = offsets[e + 1] - r0;
@@ -71,70 +82,158 @@ export function groupedExpertFFN(xs: Tensor, offsets: Int32Array, weights: Exper
     down.add(hidden, r0 * dFF, dFF, weights.w2[e].f32, 0, dFF, y, r0 * d, d, m, d, dFF, GEMM_TRANS_B);
   }
   down.run();
+  return { h1, h3, hidden };
+}
 
-  const w3 = weights.w3 ?? [];
-  const inputs = [xs, ...weights.w1, ...w3, ...weights.w2];
-  const out = record('groupedExpertFFN', inputs, new Tensor(y, [N, d]), (g) => {
-    const dy = g.f32;
-    // Weight gradients are written straight into each leaf's .grad (accumulating into a live one,
-    // overwriting a recycled one) when the tape allows it: no per-step allocation of E·3 matrices.
-    type WeightGrad = { data: Float32Array; flags: number; sunk: boolean } | null;
-    const weightGrad = (w: Tensor): WeightGrad => {
-      if (!w.requiresGrad) return null;
-      const sink = leafGradSink(w);
-      if (sink) return { data: sink.data, flags: sink.accumulate ? GEMM_ACCUMULATE : 0, sunk: true };
-      return { data: new Float32Array(w.size), flags: 0, sunk: false };
-    };
-    const dW2 = weights.w2.map(weightGrad);
-    // 1) dHidden = dY_e · W2_e ; dW2_e = dY_eᵀ · Hidden_e
-    const dHidden = acquireScratch(N * dFF);
-    const t1 = new GemmTasks();
-    // An expert with no rows: an overwritten gradient must still become zeros (a k = 0 task
-    // writes zeros); an accumulated or freshly allocated one needs nothing.
-    const weightTask = (t: GemmTasks, a: Float32Array, aOff: number, lda: number, b: Float32Array, bOff: number, ldb: number, wg: WeightGrad, ldc: number, rows: number, cols: number, m: number): void => {
-      if (!wg || (m === 0 && (wg.flags !== 0 || !wg.sunk))) return;
-      t.add(a, aOff, lda, b, bOff, ldb, wg.data, 0, ldc, rows, cols, m, GEMM_TRANS_A | wg.flags);
-    };
-    for (let e = 0; e < E; e++) {
-      const r0 = offsets[e], m = offsets[e + 1] - r0;
-      if (m > 0) t1.add(dy, r0 * d, d, weights.w2[e].f32, 0, dFF, dHidden, r0 * dFF, dFF, m, dFF, d, 0);
-      weightTask(t1, dy, r0 * d, d, hidden, r0 * dFF, dFF, dW2[e], dFF, d, dFF, m);
+type WeightGrad = { data: Float32Array; flags: number; sunk: boolean } | null;
+
+/**
+ * Backward of ffnForward for dy[N, d]: writes dx (when given) and every expert weight's gradient
+ * (straight into its .grad when the tape allows it); returns the weight gradients that could not
+ * be sunk, as Tensors in the order [w1..., w3..., w2...]. Releases the tape's buffers.
+ */
+function ffnBackward(tape: FFNTape, x: Float32Array, N: number, d: number, dFF: number, offsets: Int32Array, weights: ExpertBlockWeights, act: Activation, dy: Float32Array, dx: Float32Array | null): (Tensor | null)[] {
+  const E = weights.w1.length;
+  const { h1, h3, hidden } = tape;
+  // Weight gradients are written straight into each leaf's .grad (accumulating into a live one,
+  // overwriting a recycled one) when the tape allows it: no per-step allocation of E·3 matrices.
+  const weightGrad = (w: Tensor): WeightGrad => {
+    if (!w.requiresGrad) return null;
+    const sink = leafGradSink(w);
+    if (sink) return { data: sink.data, flags: sink.accumulate ? GEMM_ACCUMULATE : 0, sunk: true };
+    return { data: new Float32Array(w.size), flags: 0, sunk: false };
+  };
+  const dW2 = weights.w2.map(weightGrad);
+  // 1) dHidden = dY_e · W2_e ; dW2_e = dY_eᵀ · Hidden_e
+  const dHidden = acquireScratch(N * dFF);
+  const t1 = new GemmTasks();
+  // An expert with no rows: an overwritten gradient must still become zeros (a k = 0 task
+  // writes zeros); an accumulated or freshly allocated one needs nothing.
+  const weightTask = (t: GemmTasks, a: Float32Array, aOff: number, lda: number, b: Float32Array, bOff: number, ldb: number, wg: WeightGrad, ldc: number, rows: number, cols: number, m: number): void => {
+    if (!wg || (m === 0 && (wg.flags !== 0 || !wg.sunk))) return;
+    t.add(a, aOff, lda, b, bOff, ldb, wg.data, 0, ldc, rows, cols, m, GEMM_TRANS_A | wg.flags);
+  };
+  for (let e = 0; e < E; e++) {
+    const r0 = offsets[e], m = offsets[e + 1] - r0;
+    if (m > 0) t1.add(dy, r0 * d, d, weights.w2[e].f32, 0, dFF, dHidden, r0 * dFF, dFF, m, dFF, d, 0);
+    weightTask(t1, dy, r0 * d, d, hidden, r0 * dFF, dFF, dW2[e], dFF, d, dFF, m);
+  }
+  t1.run();
+  // 2) through the activation
+  const dH1 = acquireScratch(N * dFF);
+  const dH3 = h3 ? acquireScratch(N * dFF) : null;
+  if (h3 && dH3) be().gatedActGrad(act, h1, h3, dHidden, dH1, dH3);
+  else be().unaryGrad(act, h1, hidden, dHidden, dH1);
+  releaseScratch(dHidden, hidden);
+  // 3) dX = dH1_e · W1_e (+ dH3_e · W3_e); dW1_e = dH1_eᵀ · X_e; dW3_e = dH3_eᵀ · X_e
+  const dW1 = weights.w1.map(weightGrad);
+  const dW3 = weights.w3 ? weights.w3.map(weightGrad) : [];
+  const t2 = new GemmTasks();
+  const t3 = new GemmTasks();
+  for (let e = 0; e < E; e++) {
+    const r0 = offsets[e], m = offsets[e + 1] - r0;
+    if (dx && m > 0) t2.add(dH1, r0 * dFF, dFF, weights.w1[e].f32, 0, d, dx, r0 * d, d, m, d, dFF, 0);
+    weightTask(t2, dH1, r0 * dFF, dFF, x, r0 * d, d, dW1[e], d, dFF, d, m);
+    if (dH3 && weights.w3) {
+      if (dx && m > 0) t3.add(dH3, r0 * dFF, dFF, weights.w3[e].f32, 0, d, dx, r0 * d, d, m, d, dFF, GEMM_ACCUMULATE);
+      weightTask(t2, dH3, r0 * dFF, dFF, x, r0 * d, d, dW3[e], d, dFF, d, m);
     }
-    t1.run();
-    // 2) through the activation
-    const dH1 = acquireScratch(N * dFF);
-    const dH3 = h3 ? acquireScratch(N * dFF) : null;
-    if (h3 && dH3) be().gatedActGrad(act, h1, h3, dHidden, dH1, dH3);
-    else be().unaryGrad(act, h1, hidden, dHidden, dH1);
-    // 3) dX = dH1_e · W1_e (+ dH3_e · W3_e); dW1_e = dH1_eᵀ · X_e; dW3_e = dH3_eᵀ · X_e
+  }
+  t2.run();
+  t3.run(); // accumulates into dx regions that t2 wrote: must run after it
+  releaseScratch(dH1, dH3, h1, h3);
+  const wrap = (list: WeightGrad[], src: readonly Tensor[]): (Tensor | null)[] =>
+    src.map((w, e) => {
+      const wg = list[e];
+      return wg && !wg.sunk ? new Tensor(wg.data, w.shape) : null;
+    });
+  return [...wrap(dW1, weights.w1), ...wrap(dW3, weights.w3 ?? []), ...wrap(dW2, weights.w2)];
+}
+
+function weightInputs(weights: ExpertBlockWeights): Tensor[] {
+  return [...weights.w1, ...(weights.w3 ?? []), ...weights.w2];
+}
+
+/**
+ * Apply expert e's FFN to rows offsets[e] .. offsets[e+1]-1 of xs [N, dModel] → [N, dModel].
+ * Differentiable in xs and in every expert weight (experts with no rows get zero gradients).
+ */
+export function groupedExpertFFN(xs: Tensor, offsets: Int32Array, weights: ExpertBlockWeights, act: Activation): Tensor {
+  const x = requireFloat(xs, 'groupedExpertFFN.xs');
+  if (xs.rank !== 2) throw new ShapeError('groupedExpertFFN.xs', xs.shape, 'must be [rows, dModel]');
+  const [N, d] = xs.shape;
+  checkOffsets(offsets, weights.w1.length, N, 'groupedExpertFFN.offsets');
+  const dFF = checkWeights(weights, d);
+  const y = new Float32Array(N * d);
+  const tape = ffnForward(x, N, d, dFF, offsets, weights, act, y);
+  const out = record('groupedExpertFFN', [xs, ...weightInputs(weights)], new Tensor(y, [N, d]), (g) => {
     const dx = xs.requiresGrad ? acquireScratch(N * d) : null; // every row lies in a non-empty block
-    const dW1 = weights.w1.map(weightGrad);
-    const dW3 = weights.w3 ? weights.w3.map(weightGrad) : [];
-    const t2 = new GemmTasks();
-    const t3 = new GemmTasks();
-    for (let e = 0; e < E; e++) {
-      const r0 = offsets[e], m = offsets[e + 1] - r0;
-      if (dx && m > 0) t2.add(dH1, r0 * dFF, dFF, weights.w1[e].f32, 0, d, dx, r0 * d, d, m, d, dFF, 0);
-      weightTask(t2, dH1, r0 * dFF, dFF, x, r0 * d, d, dW1[e], d, dFF, d, m);
-      if (dH3 && weights.w3) {
-        if (dx && m > 0) t3.add(dH3, r0 * dFF, dFF, weights.w3[e].f32, 0, d, dx, r0 * d, d, m, d, dFF, GEMM_ACCUMULATE);
-        weightTask(t2, dH3, r0 * dFF, dFF, x, r0 * d, d, dW3[e], d, dFF, d, m);
-      }
-    }
-    t2.run();
-    t3.run(); // accumulates into dx regions that t2 wrote: must run after it
-    releaseScratch(dHidden, dH1, dH3, h1, h3, hidden);
-    const grads: (Tensor | null)[] = [dx ? new Tensor(dx, [N, d]) : null];
-    const wrap = (list: WeightGrad[], src: readonly Tensor[]): (Tensor | null)[] =>
-      src.map((w, e) => {
-        const wg = list[e];
-        return wg && !wg.sunk ? new Tensor(wg.data, w.shape) : null;
-      });
-    grads.push(...wrap(dW1, weights.w1), ...wrap(dW3, w3), ...wrap(dW2, weights.w2));
-    return grads;
+    const wg = ffnBackward(tape, x, N, d, dFF, offsets, weights, act, g.f32, dx);
+    return [dx ? new Tensor(dx, [N, d]) : null, ...wg];
   });
   // Nothing recorded (inference, or frozen inputs): the intermediates are dead already.
-  if (!out.gradNode) releaseScratch(h1, h3, hidden);
+  if (!out.gradNode) releaseScratch(tape.h1, tape.h3, tape.hidden);
   return out;
 }
 
+/**
+ * The routed experts' whole contribution as one op (gather, grouped FFN, weighted combine):
+ *   out[t] = Σ_{i : tokenIndex[i] = t} rowWeights[i] · FFN_{e(i)}(x[t])
+ * where assignment i belongs to expert e(i) by its block offsets[e] ≤ i < offsets[e+1]
+ * (Shazeer 2017's y = Σ_i G(x)_i E_i(x), over the sparse dispatch plan). The gathered rows, the
+ * expert outputs and every intermediate live in pooled scratch buffers that the backward returns,
+ * so a training step allocates only the [tokens, dModel] output and input gradient.
+ * Differentiable in x, rowWeights and every expert weight.
+ */
+export function routedExpertMixture(
+  x: Tensor,
+  tokenIndex: Int32Array,
+  offsets: Int32Array,
+  rowWeights: Tensor,
+  weights: ExpertBlockWeights,
+  act: Activation,
+): Tensor {
+  const xd = requireFloat(x, 'routedExpertMixture.x');
+  if (x.rank !== 2) throw new ShapeError('routedExpertMixture.x', x.shape, 'must be [tokens, dModel]');
+  const [T, d] = x.shape;
+  const N = tokenIndex.length;
+  checkOffsets(offsets, weights.w1.length, N, 'routedExpertMixture.offsets');
+  for (let i = 0; i < N; i++) {
+    const t = tokenIndex[i];
+    if (!Number.isInteger(t) || t < 0 || t >= T) throw new RangeValueError(`routedExpertMixture.tokenIndex[${i}]`, t, `must be a token in [0, ${T})`);
+  }
+  const wd = requireFloat(rowWeights, 'routedExpertMixture.rowWeights');
+  if (rowWeights.size !== N) throw new ShapeError('routedExpertMixture.rowWeights', rowWeights.shape, `needs ${N} entries, one per assignment`);
+  const dFF = checkWeights(weights, d);
+  const xs = acquireScratch(N * d); // fully written by the gather
+  be().gatherRows(xd, tokenIndex, d, xs);
+  const y = acquireScratch(N * d); // fully written: every row lies in one expert block
+  const tape = ffnForward(xs, N, d, dFF, offsets, weights, act, y);
+  const out = new Float32Array(T * d);
+  be().scatterAddRows(y, tokenIndex, wd, d, out);
+  const result = record('routedExpertMixture', [x, rowWeights, ...weightInputs(weights)], new Tensor(out, [T, d]), (g) => {
+    const dy = acquireScratch(N * d); // dOut[tokenIndex[i]], then scaled by the row's weight
+    be().gatherRows(g.f32, tokenIndex, d, dy);
+    let dw: Tensor | null = null;
+    if (rowWeights.requiresGrad) {
+      const dwd = new Float32Array(N);
+      be().rowDot(dy, y, N, d, dwd);
+      dw = new Tensor(dwd, rowWeights.shape);
+    }
+    const dys = acquireScratch(N * d); // a separate buffer: not every backend allows in-place ops
+    be().binary('mul', dy, Int32Array.of(d, 1), wd, Int32Array.of(1, 0), dys, Int32Array.of(N, d));
+    releaseScratch(dy);
+    const dxs = x.requiresGrad ? acquireScratch(N * d) : null;
+    const wg = ffnBackward(tape, xs, N, d, dFF, offsets, weights, act, dys, dxs);
+    let dx: Tensor | null = null;
+    if (dxs) {
+      const dxd = acquireScratch(T * d).fill(0); // tokens that lost every assignment get zero
+      be().scatterAddRows(dxs, tokenIndex, null, d, dxd);
+      dx = new Tensor(dxd, [T, d]);
+    }
+    releaseScratch(xs, y, dys, dxs);
+    return [dx, dw, ...wg];
+  });
+  if (!result.gradNode) releaseScratch(xs, y, tape.h1, tape.h3, tape.hidden);
+  return result;
+}

@@ -18,7 +18,7 @@ import { noGrad } from '../tensor/autodiff.js';
 import { Tensor } from '../tensor/tensor.js';
 import { resolveMoEConfig, type MoEConfig, type ResolvedMoEConfig, type ResolvedTopKGroups } from './config.js';
 import { expertChoicePlan, tokenChoicePlan, type DispatchPlan } from './dispatch.js';
-import { groupedExpertFFN, type ExpertBlockWeights } from './expert-ffn.js';
+import { groupedExpertFFN, routedExpertMixture, type ExpertBlockWeights } from './expert-ffn.js';
 import { balanceLoss, importanceLoss, loadLoss, routerZLoss } from './losses.js';
 import { entropyOfRows, routingStats } from './stats.js';
 
@@ -359,9 +359,13 @@ export class MoELayer extends Module {
 
   /** Gather each expert's rows, run the grouped FFN, and scatter-add back weighted. */
   private combine(xf: Tensor, T: number, plan: DispatchPlan, flatWeights: Tensor): Tensor {
+    const w = reshape(gatherRows(flatWeights, plan.weightIndex), [plan.tokenIndex.length]);
+    // Resident experts: one fused op whose gathered rows and expert outputs stay in pooled scratch.
+    if (!this.expertSource) {
+      return routedExpertMixture(xf, plan.tokenIndex, plan.expertOffsets, w, this.expertWeights(this.experts.items), this.config.expert.activation);
+    }
     const xs = gatherRows(xf, plan.tokenIndex);
     const ys = this.runExperts(xs, plan.expertOffsets, xf);
-    const w = reshape(gatherRows(flatWeights, plan.weightIndex), [plan.tokenIndex.length]);
     return scatterAddRows(ys, plan.tokenIndex, T, w);
   }
 
