@@ -15,6 +15,7 @@
 #include <pthread.h>
 
 #include "sy.h"
+#include "lora.h"
 
 #define MAX_ARGS 12
 
@@ -812,6 +813,71 @@ static napi_value js_row_dot(napi_env env, napi_callback_info info) {
   return undef(env);
 }
 
+/* loraMixture(x, router|null, A, B, scales, dims, experts, gates, logits|null, y); dims = [rows, d, out, n, k, mode, ranks[n]] (native/lora.c). */
+static napi_value js_lora_mixture(napi_env env, napi_callback_info info) {
+  call_t c;
+  float *x, *router, *A, *B, *scales, *gates, *logits, *y;
+  int32_t *dims, *experts;
+  int64_t nx, nr, na, nb, ns, nd, ne, ng, nl, ny;
+  if (!begin(&c, env, info, "loraMixture", 10)) return NULL;
+  arg_f32(&c, 0, "x", 0, &x, &nx);
+  arg_f32(&c, 1, "router", 1, &router, &nr);
+  arg_f32(&c, 2, "A", 0, &A, &na);
+  arg_f32(&c, 3, "B", 0, &B, &nb);
+  arg_f32(&c, 4, "scales", 0, &scales, &ns);
+  arg_i32(&c, 5, "dims", &dims, &nd);
+  arg_i32(&c, 6, "experts", &experts, &ne);
+  arg_f32(&c, 7, "gates", 0, &gates, &ng);
+  arg_f32(&c, 8, "logits", 1, &logits, &nl);
+  arg_f32(&c, 9, "y", 0, &y, &ny);
+  if (c.failed) return NULL;
+  if (nd < 6 || dims[3] < 1 || nd < 6 + (int64_t)dims[3]) {
+    throw_range(&c, "dims must be [rows, d, out, n, k, mode, ranks[n]] with n >= 1");
+    return NULL;
+  }
+  int64_t rows = dims[0], d = dims[1], out = dims[2], n = dims[3], k = dims[4], mode = dims[5], sumR = 0, tot;
+  if (rows < 0 || d < 0 || out < 0) {
+    throw_range(&c, "dims: rows, d and out must be non-negative");
+    return NULL;
+  }
+  if (mode < 0 || mode > 3) {
+    throw_range(&c, "dims: mode %lld is not 0-3", (long long)mode);
+    return NULL;
+  }
+  if (k < 1 || k > n || ((mode == 2 || mode == 3) && k != n)) {
+    throw_range(&c, "dims: k=%lld must be in [1, n=%lld] (and equal n for modes 2, 3)", (long long)k, (long long)n);
+    return NULL;
+  }
+  for (int64_t e = 0; e < n; e++) {
+    if (dims[6 + e] < 0) {
+      throw_range(&c, "dims: ranks[%lld]=%d is negative", (long long)e, dims[6 + e]);
+      return NULL;
+    }
+    sumR += dims[6 + e];
+  }
+  if (mode != 3 && !router) {
+    throw_type(&c, "router must be a Float32Array unless mode is 3");
+    return NULL;
+  }
+  mul_ok(&c, rows, d, &tot);
+  need(&c, "x", nx, tot);
+  if (mode != 3) mul_ok(&c, n, d, &tot), need(&c, "router", nr, tot);
+  mul_ok(&c, sumR, d, &tot);
+  need(&c, "A", na, tot);
+  mul_ok(&c, sumR, out, &tot);
+  need(&c, "B", nb, tot);
+  need(&c, "scales", ns, n);
+  mul_ok(&c, rows, k, &tot);
+  need(&c, "experts", ne, tot);
+  need(&c, "gates", ng, tot);
+  if (logits) mul_ok(&c, rows, n, &tot), need(&c, "logits", nl, tot);
+  mul_ok(&c, rows, out, &tot);
+  need(&c, "y", ny, tot);
+  if (c.failed) return NULL;
+  sy_op_lora_mixture(x, router, A, B, scales, rows, d, out, n, k, (int)mode, dims + 6, experts, gates, logits, y);
+  return undef(env);
+}
+
 static napi_value js_rotary(napi_env env, napi_callback_info info) {
   call_t c;
   float *x, *out, *cs, *sn;
@@ -979,6 +1045,7 @@ NAPI_MODULE_INIT() {
       {"gatherRows", js_gather_rows},
       {"scatterAddRows", js_scatter_add_rows},
       {"rowDot", js_row_dot},
+      {"loraMixture", js_lora_mixture},
       {"rotary", js_rotary},
       {"sumSquares", js_sum_squares},
       {"adamw", js_adamw},

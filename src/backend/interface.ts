@@ -47,6 +47,15 @@ export const GEMM_TRANS_B = 2;
 /** Flags bit: C += op(A)·op(B) instead of C = op(A)·op(B). */
 export const GEMM_ACCUMULATE = 4;
 
+/** loraMixture modes: top-k, gates renormalised over the k picked (MoLoRA). */
+export const LORA_MIX_TOPK = 0;
+/** loraMixture modes: top-k, gates the full softmax's probabilities. */
+export const LORA_MIX_TOPK_SOFTMAX = 1;
+/** loraMixture modes: every adapter, softmax gates (X-LoRA-like, one pass). */
+export const LORA_MIX_DENSE = 2;
+/** loraMixture modes: every adapter with gate 1, no router (a plain single adapter). */
+export const LORA_MIX_ALL = 3;
+
 /** The kernels a backend provides. All buffers are caller-allocated. */
 export interface Backend {
   /** 'reference', 'native', ... */
@@ -163,6 +172,20 @@ export interface Backend {
   scatterAddRows(src: Float32Array, idx: Int32Array, w: Float32Array | null, cols: number, out: Float32Array): void;
   /** out[i] = Σ_c a[i, c] · b[i, c]: row-wise dot products (the combine-weight gradient). */
   rowDot(a: Float32Array, b: Float32Array, rows: number, cols: number, out: Float32Array): void;
+
+  /**
+   * A mixture of LoRA experts at one Linear for a few rows (decoding), router fused in. dims =
+   * [rows, d, out, n, k, mode, r_0 .. r_{n-1}]. Per row x_t of x [rows, d]: logits l = R x_t
+   * (R = router [n, d], written to logits [rows, n] when non-null); picks experts[t, 0..k) and
+   * gates[t, 0..k) by mode (LORA_MIX_*: top-k of l with ties to the lower index, gates the softmax
+   * renormalised over the k picked (1 when k = 1) or not; dense: all n, softmax; all: all n, gate
+   * 1, no router); then y[t] += Σ_j gates[t, j] · scales[e] · B_e (A_e x_t) with e = experts[t, j],
+   * where A packs every A_e [r_e, d] in adapter order and B every B_e [out, r_e].
+   */
+  loraMixture(
+    x: Float32Array, router: Float32Array | null, A: Float32Array, B: Float32Array, scales: Float32Array,
+    dims: Int32Array, experts: Int32Array, gates: Float32Array, logits: Float32Array | null, y: Float32Array,
+  ): void;
 
   /**
    * Rotary position embedding (Su et al. 2021), "rotate half" layout: row r (of `dim` floats) is at

@@ -38,6 +38,10 @@ interface NativeAddon {
   rowDot(a: Float32Array, b: Float32Array, rows: number, cols: number, out: Float32Array): void;
   /** Optional: absent from addons built before these kernels (the reference is used then). */
   sumSquares?(x: Float32Array): number;
+  loraMixture?(
+    x: Float32Array, router: Float32Array | null, A: Float32Array, B: Float32Array, scales: Float32Array,
+    dims: Int32Array, experts: Int32Array, gates: Float32Array, logits: Float32Array | null, y: Float32Array,
+  ): void;
   rotary?(
     x: Float32Array, out: Float32Array, cos: Float32Array, sin: Float32Array,
     rows: number, seqLen: number, heads: number, dim: number, startPos: number, inverse: boolean,
@@ -276,6 +280,14 @@ export class NativeBackend extends ReferenceBackend {
 
   override rowDot(a: Float32Array, b: Float32Array, rows: number, cols: number, out: Float32Array): void {
     this.#a.rowDot(a, b, rows, cols, out);
+  }
+
+  override loraMixture(
+    x: Float32Array, router: Float32Array | null, A: Float32Array, B: Float32Array, scales: Float32Array,
+    dims: Int32Array, experts: Int32Array, gates: Float32Array, logits: Float32Array | null, y: Float32Array,
+  ): void {
+    if (this.#a.loraMixture === undefined) return super.loraMixture(x, router, A, B, scales, dims, experts, gates, logits, y);
+    this.#a.loraMixture(x, router, A, B, scales, dims, experts, gates, logits, y);
   }
 
   /** Σx² in float64 over fixed 65536-element chunks summed in chunk order (deterministic for any thread count). */

@@ -3,6 +3,9 @@ import {
   GEMM_PARAMS,
   GEMM_TRANS_A,
   GEMM_TRANS_B,
+  LORA_MIX_ALL,
+  LORA_MIX_DENSE,
+  LORA_MIX_TOPK,
   type Activation,
   type Backend,
   type BinaryOp,
@@ -426,6 +429,13 @@ export class ReferenceBackend implements Backend {
     }
   }
 
+  loraMixture(
+    x: Float32Array, router: Float32Array | null, A: Float32Array, B: Float32Array, scales: Float32Array,
+    dims: Int32Array, experts: Int32Array, gates: Float32Array, logits: Float32Array | null, y: Float32Array,
+  ): void {
+    loraMixtureReference(x, router, A, B, scales, dims, experts, gates, logits, y);
+  }
+
   rotary(
     x: Float32Array, out: Float32Array, cos: Float32Array, sin: Float32Array,
     rows: number, seqLen: number, heads: number, dim: number, startPos: number, inverse: boolean,
@@ -483,6 +493,77 @@ export class ReferenceBackend implements Backend {
       const f = unaryScalar(act, a[i]);
       da[i] = dy[i] * b[i] * unaryDerivative(act, a[i], f);
       db[i] = dy[i] * f;
+    }
+  }
+}
+
+/** The loraMixture kernel in plain TypeScript (float64 sums; see Backend.loraMixture). */
+function loraMixtureReference(
+  x: Float32Array, router: Float32Array | null, A: Float32Array, B: Float32Array, scales: Float32Array,
+  dims: Int32Array, experts: Int32Array, gates: Float32Array, logits: Float32Array | null, y: Float32Array,
+): void {
+  const [rows, d, out, n, k, mode] = dims;
+  if (!(n >= 1) || dims.length < 6 + n) throw new RangeError('loraMixture: dims must be [rows, d, out, n, k, mode, ranks[n]] with n >= 1');
+  if (!(mode >= 0 && mode <= 3)) throw new RangeError(`loraMixture: dims: mode ${mode} is not 0-3`);
+  if (!(k >= 1 && k <= n) || ((mode === LORA_MIX_DENSE || mode === LORA_MIX_ALL) && k !== n)) throw new RangeError(`loraMixture: dims: k=${k} must be in [1, n=${n}] (and equal n for modes 2, 3)`);
+  if (mode !== LORA_MIX_ALL && !router) throw new TypeError('loraMixture: router must be a Float32Array unless mode is 3');
+  const offs = new Int32Array(n + 1);
+  for (let e = 0; e < n; e++) offs[e + 1] = offs[e] + dims[6 + e];
+  const l = new Float32Array(n), h = new Float64Array(Math.max(1, ...Array.from(dims.subarray(6, 6 + n))));
+  for (let t = 0; t < rows; t++) {
+    const xo = t * d, o = t * k;
+    if (mode === LORA_MIX_ALL) {
+      for (let e = 0; e < n; e++) {
+        experts[o + e] = e;
+        gates[o + e] = 1;
+      }
+    } else {
+      const R = router as Float32Array;
+      let m = -Infinity;
+      for (let e = 0; e < n; e++) {
+        let s = 0;
+        for (let c = 0; c < d; c++) s += R[e * d + c] * x[xo + c];
+        l[e] = s;
+        if (l[e] > m) m = l[e];
+      }
+      if (logits) logits.set(l, t * n);
+      if (mode === LORA_MIX_DENSE) {
+        let z = 0;
+        for (let e = 0; e < n; e++) z += Math.exp(l[e] - m);
+        for (let e = 0; e < n; e++) {
+          experts[o + e] = e;
+          gates[o + e] = Math.exp(l[e] - m) / z;
+        }
+      } else {
+        // The k largest by selection: the first maximum among those not yet picked (ties to the lower index).
+        for (let j = 0; j < k; j++) {
+          let best = -1;
+          for (let e = 0; e < n; e++) {
+            let taken = false;
+            for (let i = 0; i < j; i++) if (experts[o + i] === e) taken = true;
+            if (!taken && (best < 0 || l[e] > l[best])) best = e;
+          }
+          experts[o + j] = best;
+        }
+        let s = 0, z = 0;
+        for (let j = 0; j < k; j++) s += Math.exp(l[experts[o + j]] - m);
+        for (let e = 0; e < n; e++) z += Math.exp(l[e] - m);
+        for (let j = 0; j < k; j++) gates[o + j] = mode === LORA_MIX_TOPK ? (k === 1 ? 1 : Math.exp(l[experts[o + j]] - m) / s) : Math.exp(l[experts[o + j]] - m) / z;
+      }
+    }
+    for (let j = 0; j < k; j++) {
+      const e = experts[o + j], r = dims[6 + e];
+      const w = gates[o + j] * scales[e];
+      for (let i = 0; i < r; i++) {
+        let s = 0;
+        for (let c = 0, a = (offs[e] + i) * d; c < d; c++) s += A[a + c] * x[xo + c];
+        h[i] = s * w;
+      }
+      for (let q = 0; q < out; q++) {
+        let s = 0;
+        for (let i = 0, b = offs[e] * out + q * r; i < r; i++) s += B[b + i] * h[i];
+        y[t * out + q] += s;
+      }
     }
   }
 }

@@ -247,6 +247,13 @@ export class WebGpuBackend implements Backend {
     this.fallback.rowDot(a, b, rows, cols, out);
   }
 
+  loraMixture(
+    x: Float32Array, router: Float32Array | null, A: Float32Array, B: Float32Array, scales: Float32Array,
+    dims: Int32Array, experts: Int32Array, gates: Float32Array, logits: Float32Array | null, y: Float32Array,
+  ): void {
+    this.fallback.loraMixture(x, router, A, B, scales, dims, experts, gates, logits, y);
+  }
+
   rotary(
     x: Float32Array, out: Float32Array, cos: Float32Array, sin: Float32Array,
     rows: number, seqLen: number, heads: number, dim: number, startPos: number, inverse: boolean,

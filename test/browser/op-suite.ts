@@ -11,6 +11,10 @@ import {
   GEMM_PARAMS,
   GEMM_TRANS_A,
   GEMM_TRANS_B,
+  LORA_MIX_ALL,
+  LORA_MIX_DENSE,
+  LORA_MIX_TOPK,
+  LORA_MIX_TOPK_SOFTMAX,
   type Activation,
   type Backend,
   type BinaryOp,
@@ -732,6 +736,55 @@ export function rowwiseTests(nb: Backend, setup: () => void): void {
         ref.rowDot(a, b, rows, cols, want);
         expectClose(got, want, 1e-6, 1e-6, `rowDot [${rows},${cols}]`);
       }
+    });
+
+    it('loraMixture: routes, gates, logits and the low-rank update as the reference (every mode, mixed ranks, exact ties)', () => {
+      setup();
+      let seed = 2600;
+      // [rows, d, out, ranks, mode, k]
+      const cases: [number, number, number, number[], number, number][] = [
+        [1, 128, 128, [8, 8, 8, 8, 8, 8, 8, 8], LORA_MIX_TOPK, 2],
+        [16, 128, 96, [8, 8, 8, 8, 8, 8, 8, 8], LORA_MIX_TOPK, 2],
+        [5, 13, 7, [4, 0, 2, 9, 1], LORA_MIX_TOPK, 3],
+        [3, 40, 33, [8, 8, 8], LORA_MIX_TOPK, 1],
+        [4, 64, 20, [2, 6, 70, 3], LORA_MIX_TOPK_SOFTMAX, 2],
+        [6, 24, 17, [3, 5, 2, 4], LORA_MIX_DENSE, 4],
+        [2, 128, 128, [8], LORA_MIX_ALL, 1],
+        [0, 16, 8, [4, 4], LORA_MIX_TOPK, 1],
+      ];
+      for (const [rows, d, out, ranks, mode, k] of cases) {
+        const n = ranks.length, sumR = ranks.reduce((a, b) => a + b, 0);
+        const label = `loraMixture rows=${rows} d=${d} out=${out} ranks=${ranks} mode=${mode} k=${k}`;
+        const x = randArray(rows * d, seed++, -2, 2);
+        const router = mode === LORA_MIX_ALL ? null : randArray(n * d, seed++, -0.5, 0.5);
+        // Two identical router rows: their logits tie exactly on every backend; the lower index must win.
+        if (router && n >= 3) router.copyWithin(2 * d, 0, d);
+        const A = randArray(sumR * d, seed++, -0.3, 0.3), B = randArray(sumR * out, seed++, -0.3, 0.3);
+        const scales = randArray(n, seed++, 0.5, 2);
+        const dims = new Int32Array([rows, d, out, n, k, mode, ...ranks]);
+        const y0 = randArray(rows * out, seed++);
+        const run = (b: Backend) => {
+          const r = { experts: new Int32Array(rows * k), gates: new Float32Array(rows * k), logits: new Float32Array(rows * n), y: y0.slice() };
+          b.loraMixture(x, router, A, B, scales, dims, r.experts, r.gates, router ? r.logits : null, r.y);
+          return r;
+        };
+        const got = run(nb), want = run(ref);
+        expect(Array.from(got.experts), `${label}: experts`).toEqual(Array.from(want.experts));
+        expectClose(got.gates, want.gates, 1e-5, 1e-6, `${label}: gates`);
+        expectClose(got.logits, want.logits, 1e-5, 1e-5, `${label}: logits`);
+        expectClose(got.y, want.y, 1e-5, 1e-5, `${label}: y`);
+        if (router && n >= 3 && mode !== LORA_MIX_DENSE)
+          for (let t = 0; t < rows; t++) {
+            const picks = Array.from(got.experts.subarray(t * k, (t + 1) * k));
+            expect(picks.includes(2) && !picks.includes(0), `${label}: row ${t} tie between adapters 0 and 2`).toBe(false);
+          }
+      }
+      const f = (len: number): Float32Array => new Float32Array(len);
+      const dims = (k: number, mode: number): Int32Array => new Int32Array([1, 4, 2, 2, k, mode, 1, 1]);
+      expect(() => nb.loraMixture(f(4), f(8), f(8), f(4), f(2), dims(3, LORA_MIX_TOPK), new Int32Array(3), f(3), null, f(2))).toThrow(RangeError);
+      expect(() => nb.loraMixture(f(4), f(8), f(8), f(4), f(2), dims(1, LORA_MIX_DENSE), new Int32Array(1), f(1), null, f(2))).toThrow(RangeError);
+      expect(() => nb.loraMixture(f(4), f(8), f(8), f(4), f(2), dims(1, 7), new Int32Array(1), f(1), null, f(2))).toThrow(RangeError);
+      expect(() => nb.loraMixture(f(4), null, f(8), f(4), f(2), dims(1, LORA_MIX_TOPK), new Int32Array(1), f(1), null, f(2))).toThrow(TypeError);
     });
   });
 }
