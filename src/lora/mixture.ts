@@ -27,6 +27,7 @@ import { Generator } from '../random.js';
 import { isGradEnabled, noGrad } from '../tensor/autodiff.js';
 import { Tensor, type IndexLike } from '../tensor/tensor.js';
 import { checkAdapterName, resolveLoRAOptions, resolveRouterConfig, type LoRAOptions, type MixtureRouterConfig, type ResolvedLoRAOptions, type ResolvedRouterConfig } from './config.js';
+import { DECODE_ROWS, SitePack } from './decode.js';
 import { groupedLoRAMixture, groupedLowRank, type LowRankFactors } from './grouped.js';
 import { freeze, initLoRAFactors } from './lora-linear.js';
 import { AdapterRouter, type AdapterRoute } from './router.js';
@@ -77,17 +78,31 @@ export class LoRAMixtureLinear extends Module {
     this.base = base;
     this.ctx = ctx;
     this.adapters = adapters.map((a) => a.options);
-    this.factors = adapters.map(({ name, options }) => {
-      const f = initLoRAFactors(base.inFeatures, base.outFeatures, options, new Generator(options.seed * 1_000_003 + hash(path)));
+    const init = adapters.map(({ options }) => initLoRAFactors(base.inFeatures, base.outFeatures, options, new Generator(options.seed * 1_000_003 + hash(path))));
+    const bound = 1 / Math.sqrt(base.inFeatures);
+    const initRows = router.type === 'single' ? [] : adapters.map(() => Tensor.rand([1, base.inFeatures], { generator: gen, low: -bound, high: bound }));
+    // The parameters are views into packed buffers that the one-call decode path reads.
+    this.pack = new SitePack(base.inFeatures, base.outFeatures, init, initRows, this.adapters.map((a) => a.scale), router);
+    this.factors = adapters.map(({ name }, e) => {
+      const f = this.pack.factors[e] as { A: Tensor; B: Tensor };
       this.registerParameter(`lora_A.${name}.weight`, f.A);
       this.registerParameter(`lora_B.${name}.weight`, f.B);
       return f;
     });
-    const rows = router.type === 'single' ? [] : adapters.map(({ name }) => {
-      const bound = 1 / Math.sqrt(base.inFeatures);
-      return this.registerParameter(`router.${name}.weight`, Tensor.rand([1, base.inFeatures], { generator: gen, low: -bound, high: bound }));
-    });
+    const rows = adapters.slice(0, this.pack.rows.length).map(({ name }, e) => this.registerParameter(`router.${name}.weight`, this.pack.rows[e]));
     this.router = new AdapterRouter(router, rows);
+  }
+
+  /** Packed adapter and router buffers behind this site's parameters (see decode.ts). */
+  private readonly pack: SitePack;
+
+  /** Whether a forward on x must record gradients (x or any adapter or router tensor requires grad, under grad mode). */
+  private needsGrad(x: Tensor): boolean {
+    if (!isGradEnabled()) return false;
+    if (x.requiresGrad) return true;
+    for (const f of this.factors) if (f && (f.A.requiresGrad || f.B.requiresGrad)) return true;
+    for (const r of this.router.rows) if (r.requiresGrad) return true;
+    return false;
   }
 
   /** y = W x + b + Σ over the adapters each token was routed to of gate · scale · B A x, for x [..., in]. */
@@ -96,6 +111,12 @@ export class LoRAMixtureLinear extends Module {
     if (x.shape[x.rank - 1] !== inF) throw new ShapeError(`${this.path}.x`, x.shape, `last dimension must be ${inF}`);
     const y = linear(x, this.base.weight, this.base.bias);
     const T = x.size / inF;
+    if (T <= DECODE_ROWS && !this.training && this.router.config.type !== 'sequence' && !this.needsGrad(x) && this.pack.intact(this.factors, this.router.rows)) {
+      // Decoding: router and low-rank update in one backend call, added in place to the base output.
+      this.last = this.pack.run(x.f32, T, y.f32, this.router.config.type === 'single');
+      this.lastInput = this.recordInput ? reshape(x, [T, inF]).detach() : null;
+      return y;
+    }
     const x2 = x.rank === 2 ? x : reshape(x, [T, inF]);
     const batch = x.rank === 3 ? x.shape[0] : this.ctx.batch * this.ctx.seq === T ? this.ctx.batch : 1;
     const route = this.router.route(x2, batch, this.training);
