@@ -17,7 +17,7 @@ import { connect, RequestStrategy, ServiceError, type NatsConnection } from 'nat
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ExpertSource } from '../src/moe/layer.js';
 import type { MoETransformerLM } from '../src/nn/transformer.js';
-import { decodeMessage, encodeMessage, KIND_FORWARD, KIND_REPLY } from '../src/remote/protocol.js';
+import { decodeBatch, decodeMessage, encodeBatch, encodeMessage, KIND_BATCH_FORWARD, KIND_BATCH_REPLY, KIND_FORWARD, KIND_REPLY } from '../src/remote/protocol.js';
 import { RemoteExpertError, RemoteExperts } from '../src/remote/remote-experts.js';
 import { defaultModelId, directSubject, expertSubject, SERVICE_NAME, statsSubject } from '../src/remote/spec.js';
 import { writeRandomCheckpoint } from '../src/serve/fixture.js';
@@ -277,6 +277,44 @@ describe('remote experts over NATS', () => {
       await new Promise((res) => setTimeout(res, 100));
       expect(e.stderr()).toMatch(/rejected a 3-byte message/);
       expect(e.stderr().match(/rejected/g)!.length).toBe(cases.length + 1);
+
+      // Batched frames (the instance's direct subject): every block answered by one grouped call,
+      // each exactly its local expert; malformed ones rejected the same way.
+      const direct = directSubject(modelId, e.id);
+      const d = MODEL.dModel;
+      const xb = new Float32Array(7 * d).map((_, i) => Math.sin(i * 0.11));
+      const bblocks = [{ expert: 0, rows: 3 }, { expert: 1, rows: 4 }];
+      const batchOf = (bs: Array<{ expert: number; rows: number }>, over: Partial<{ kind: number; cols: number }> = {}): Uint8Array => {
+        const cols = over.cols ?? d;
+        return encodeBatch({ kind: over.kind ?? KIND_BATCH_FORWARD, requestId: 78, layer: 0, cols }, bs, new Float32Array(bs.reduce((n, b) => n + b.rows, 0) * cols).fill(0.5));
+      };
+      const rb = await ask(direct, encodeBatch({ kind: KIND_BATCH_FORWARD, requestId: 78, layer: 0, cols: d }, bblocks, xb));
+      expect(rb.code).toBe(0);
+      const repb = decodeBatch(rb.data);
+      expect([repb.kind, repb.requestId, repb.layer, repb.rows, repb.cols]).toEqual([KIND_BATCH_REPLY, 78, 0, 7, d]);
+      expect(repb.blocks).toEqual(bblocks);
+      const one = (ex: number, r0: number, r1: number): number[] => Array.from(noGrad(() => layer0.experts.items[ex].forward(new Tensor(xb.slice(r0 * d, r1 * d), [r1 - r0, d]), layer0.config.expert.activation)).f32);
+      expect(Array.from(repb.data)).toEqual([...one(0, 0, 3), ...one(1, 3, 7)]);
+      const batchCases: Array<[string, string, Uint8Array, number, RegExp]> = [
+        ['experts out of order', direct, batchOf([{ expert: 1, rows: 1 }, { expert: 0, rows: 1 }]), 400, /expert=0.*increasing/],
+        ['an expert not hosted', direct, batchOf([{ expert: 0, rows: 1 }, { expert: 3, rows: 1 }]), 404, /0:3 is not hosted/],
+        ['too many rows in all', direct, batchOf([{ expert: 0, rows: 5 }, { expert: 1, rows: 4 }]), 400, /rows=9.*limit of 8/],
+        ['wrong width', direct, batchOf([{ expert: 0, rows: 1 }], { cols: d + 1 }), 400, /cols=33/],
+        ['reply kind', direct, batchOf([{ expert: 0, rows: 1 }], { kind: KIND_BATCH_REPLY }), 400, /kind/],
+        ['truncated', direct, batchOf(bblocks).subarray(0, 60), 400, /bytes=60/],
+        ['on a per-expert subject', subj, batchOf([{ expert: 0, rows: 1 }]), 400, /direct subject/],
+      ];
+      for (const [name, subject, data, code, re] of batchCases) {
+        const r2 = await ask(subject, data);
+        expect(r2.code, name).toBe(code);
+        expect(r2.text, name).toMatch(re);
+      }
+      const st2 = await serverStats(e.id);
+      expect(st2.rejected).toBe(cases.length + 1 + batchCases.length);
+      expect(st2.requests).toBe(2); // one per-expert message, one batched frame
+      expect(st2.load['0:0']).toEqual({ requests: 2, rows: 8 });
+      expect(st2.load['0:1']).toEqual({ requests: 1, rows: 4 });
+      expect(e.proc.exitCode).toBeNull();
       // Discovery: the service lists the instance, its model and its experts.
       const infos = [];
       for await (const info of await nc.services.client({ strategy: RequestStrategy.Timer, maxWait: 500 }).info(SERVICE_NAME)) infos.push(info);

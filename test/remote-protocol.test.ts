@@ -1,11 +1,12 @@
 /**
- * Expert wire format and expert specs (no processes): round trips, every malformed field
- * rejected with a ProtocolError naming it, unaligned payloads, spec grammar and its errors.
+ * Expert wire format and expert specs (no processes): round trips of single-expert messages and
+ * batched frames, every malformed field rejected with a ProtocolError naming it, unaligned
+ * payloads, spec grammar and its errors.
  */
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { ConfigError } from '../src/errors.js';
-import { decodeMessage, encodeMessage, HEADER_BYTES, KIND_FORWARD, KIND_REPLY, messageBytes, ProtocolError } from '../src/remote/protocol.js';
+import { batchBytes, decodeBatch, decodeMessage, encodeBatch, encodeMessage, HEADER_BYTES, isBatchFrame, KIND_BATCH_FORWARD, KIND_BATCH_REPLY, KIND_FORWARD, KIND_REPLY, messageBytes, ProtocolError } from '../src/remote/protocol.js';
 import { defaultModelId, formatExpertSet, parseExpertSpec } from '../src/remote/spec.js';
 
 const head = { kind: KIND_FORWARD, requestId: 7, layer: 3, expert: 5, rows: 2, cols: 3 };
@@ -81,6 +82,96 @@ describe('expert wire format', () => {
     expect(decodeMessage(good).rows).toBe(2);
     expect(messageBytes(2, 3)).toBe(good.length);
     expect(decodeMessage(encodeMessage({ ...head, kind: KIND_REPLY }, new Float32Array(6))).kind).toBe(KIND_REPLY);
+  });
+});
+
+describe('batched frames (several expert blocks of one layer in one message)', () => {
+  const bhead = { kind: KIND_BATCH_FORWARD, requestId: 9, layer: 2, cols: 3 };
+  const blocks = [
+    { expert: 1, rows: 2 },
+    { expert: 4, rows: 1 },
+  ];
+
+  it('round-trips blocks gathered from anywhere in the source, bit for bit', () => {
+    fc.assert(
+      fc.property(
+        fc.uniqueArray(fc.integer({ min: 0, max: 63 }), { minLength: 1, maxLength: 6 }),
+        fc.integer({ min: 1, max: 7 }),
+        fc.integer({ min: 0, max: 0xffffffff }),
+        fc.integer({ min: 0, max: 1000 }),
+        (experts, cols, requestId, seed) => {
+          const sorted = [...experts].sort((a, b) => a - b);
+          const rows = sorted.map((e, i) => 1 + ((e * 7 + i + seed) % 4));
+          const srcRows = rows.reduce((a, b) => a + b, 0) + 5;
+          const src = new Float32Array(srcRows * cols);
+          const bits = new Uint32Array(src.buffer);
+          for (let i = 0; i < bits.length; i++) bits[i] = (Math.random() * 0xffffffff) >>> 0;
+          // Blocks taken from the source in reverse order with gaps, as a router sends them.
+          let at = srcRows;
+          const bs = sorted.map((expert, i) => ({ expert, rows: rows[i], row0: 0 }));
+          for (const b of [...bs].reverse()) b.row0 = at -= b.rows + (b.expert % 2);
+          const buf = encodeBatch({ kind: KIND_BATCH_REPLY, requestId, layer: 5, cols }, bs, src);
+          expect(buf.length).toBe(batchBytes(bs.length, rows.reduce((a, b) => a + b, 0), cols));
+          expect(isBatchFrame(buf)).toBe(true);
+          const m = decodeBatch(buf);
+          expect([m.kind, m.requestId, m.layer, m.cols, m.rows]).toEqual([KIND_BATCH_REPLY, requestId, 5, cols, rows.reduce((a, b) => a + b, 0)]);
+          expect(m.blocks).toEqual(bs.map(({ expert, rows: r }) => ({ expert, rows: r })));
+          const got = new Uint32Array(m.data.buffer, m.data.byteOffset, m.data.length);
+          let k = 0;
+          for (const b of bs) for (let j = b.row0 * cols; j < (b.row0 + b.rows) * cols; j++) expect(got[k++]).toBe(bits[j]);
+          expect(k).toBe(got.length);
+        },
+      ),
+      { numRuns: 50 },
+    );
+  });
+
+  it('writes the header and block table little-endian at the documented offsets; blocks default to back to back', () => {
+    const buf = encodeBatch(bhead, blocks, Float32Array.of(1, 2, 3, 4, 5, 6, 7, 8, 9));
+    const dv = new DataView(buf.buffer);
+    expect(String.fromCharCode(...buf.subarray(0, 4))).toBe('SWYX');
+    const words = [dv.getUint16(4, true), dv.getUint16(6, true), ...[8, 12, 16, 20, 24, 28, 32, 36, 40, 44].map((o) => dv.getUint32(o, true))];
+    expect(words).toEqual([1, KIND_BATCH_FORWARD, 9, 2, 2, 3, 3, 0, 1, 2, 4, 1]);
+    expect(dv.getFloat32(48, true)).toBe(1);
+    expect(dv.getFloat32(48 + 4 * 8, true)).toBe(9);
+    expect(buf.length).toBe(48 + 4 * 9);
+    // Not 4-byte aligned: decoded from a copy.
+    const big = new Uint8Array(buf.length + 1);
+    big.set(buf, 1);
+    expect(Array.from(decodeBatch(big.subarray(1)).data)).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9]);
+    expect(isBatchFrame(encodeMessage(head, new Float32Array(6)))).toBe(false);
+  });
+
+  it('rejects each malformed field of a batched frame with a ProtocolError naming it', () => {
+    const good = encodeBatch(bhead, blocks, new Float32Array(9));
+    const mutate = (off: number, v: number, size: 2 | 4): Uint8Array => {
+      const b = good.slice();
+      const dv = new DataView(b.buffer);
+      if (size === 2) dv.setUint16(off, v, true);
+      else dv.setUint32(off, v, true);
+      return b;
+    };
+    expectProtocolError(() => decodeBatch(new Uint8Array(12)), 'bytes');
+    expectProtocolError(() => decodeBatch(mutate(0, 0x4e4f534a, 4)), 'magic');
+    expectProtocolError(() => decodeBatch(mutate(4, 3, 2)), 'version');
+    expectProtocolError(() => decodeBatch(mutate(6, KIND_FORWARD, 2)), 'kind');
+    expectProtocolError(() => decodeMessage(good), 'kind'); // a batched frame is not a single-expert message
+    expectProtocolError(() => decodeBatch(mutate(28, 7, 4)), 'reserved');
+    expectProtocolError(() => decodeBatch(mutate(24, 0, 4)), 'cols');
+    expectProtocolError(() => decodeBatch(mutate(16, 0, 4)), 'blocks');
+    expectProtocolError(() => decodeBatch(mutate(16, 1e6, 4)), 'blocks'); // table longer than the message
+    expectProtocolError(() => decodeBatch(mutate(40, 1, 4)), 'expert'); // experts 1, 1: not increasing
+    expectProtocolError(() => decodeBatch(mutate(40, 0, 4)), 'expert'); // experts 1, 0
+    expectProtocolError(() => decodeBatch(mutate(44, 0, 4)), 'rows'); // an empty block
+    expectProtocolError(() => decodeBatch(mutate(20, 4, 4)), 'rows'); // total is not the blocks' sum
+    expectProtocolError(() => decodeBatch(mutate(36, 3, 4)), 'rows'); // blocks sum to 4, total says 3
+    expectProtocolError(() => decodeBatch(mutate(20, 0xffffffff, 4)), 'rows'); // beyond the row limit
+    expectProtocolError(() => decodeBatch(good.subarray(0, good.length - 4)), 'bytes');
+    expectProtocolError(() => decodeBatch(good, { maxRows: 2, maxBytes: 1 << 20 }), 'rows');
+    expectProtocolError(() => decodeBatch(good, { maxRows: 10, maxBytes: 50 }), 'bytes');
+    expectProtocolError(() => encodeBatch(bhead, [], new Float32Array(0)), 'blocks');
+    expectProtocolError(() => encodeBatch(bhead, [{ expert: 0, rows: 4, row0: 1 }], new Float32Array(9)), 'data');
+    expect(decodeBatch(good).blocks).toEqual(blocks);
   });
 });
 
