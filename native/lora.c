@@ -89,7 +89,16 @@ void sy_op_lora_mixture(const float *x, const float *router, const float *A, con
       float w = g[j] * scales[e];
       const float *Ae = A + offs[e] * d, *Be = B + offs[e] * out;
       for (int64_t i = 0; i < r; i++) h[i] = dot8(Ae + i * d, xt, d) * w;
-      for (int64_t o = 0; o < out; o++) {
+      /* y[o] += B_e[o, :] · h, eight outputs at a time (eight independent sums: r is short). */
+      int64_t o = 0;
+      for (; o + 8 <= out; o += 8) {
+        float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        const float *bo = Be + o * r;
+        for (int64_t i = 0; i < r; i++)
+          for (int q = 0; q < 8; q++) acc[q] += bo[q * r + i] * h[i];
+        for (int q = 0; q < 8; q++) yt[o + q] += acc[q];
+      }
+      for (; o < out; o++) {
         const float *bo = Be + o * r;
         float acc = 0;
         for (int64_t i = 0; i < r; i++) acc += bo[i] * h[i];

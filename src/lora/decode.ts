@@ -17,8 +17,12 @@ import type { ResolvedRouterConfig } from './config.js';
 import type { LowRankFactors } from './grouped.js';
 import { droplessPlan, type AdapterRoute, type AdapterRouteStats } from './router.js';
 
-/** At most this many token rows take the one-call decode path (prompts use the grouped GEMMs). */
-export const DECODE_ROWS = 16;
+/**
+ * At most this many token rows take the one-call decode path; longer prompts use the grouped GEMMs,
+ * whose fixed cost (gather, two task lists, scatter, thread hand-offs) only pays off beyond a few
+ * dozen rows (measured on the demo model's 128-wide sites: the kernel was cheaper per row at 17-32 rows).
+ */
+export const DECODE_ROWS = 32;
 
 /**
  * One site's adapters and router rows in packed buffers: A holds every A_e [r_e, in] in adapter
