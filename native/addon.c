@@ -353,6 +353,138 @@ done:
 }
 
 /* ---------------------------------------------------------------------------------------- */
+/* gemmGated (gemm_gated.c)                                                                  */
+/* ---------------------------------------------------------------------------------------- */
+
+#define GATED_PARAMS 21
+
+/* Resolve buffers[bi] + off as a matrix of rows x cols (leading dim ld, or cols-contiguous). */
+static int gated_matrix(call_t *c, int64_t t, const char *name, int32_t bi, int32_t off, int64_t rows, int64_t cols,
+                        int64_t ld, uint32_t nbuf, float *const *bufs, const int64_t *lens, float **out) {
+  if (bi < 0 || (uint32_t)bi >= nbuf) {
+    throw_range(c, "task %lld: %s=%d names a missing buffer (%u buffers)", (long long)t, name, bi, nbuf);
+    return 0;
+  }
+  if (!bufs[bi]) {
+    throw_type(c, "task %lld: buffers[%d] (%s) is not a Float32Array", (long long)t, bi, name);
+    return 0;
+  }
+  if (off < 0 || ld < 0) {
+    throw_range(c, "task %lld: %s has a negative offset or leading dimension", (long long)t, name);
+    return 0;
+  }
+  if (rows > 0 && cols > 0) {
+    int64_t end = (int64_t)off + (rows - 1) * ld + cols;
+    if (end > lens[bi]) {
+      throw_range(c, "task %lld: %s (buffers[%d]) needs %lld elements, has %lld", (long long)t, name, bi,
+                  (long long)end, (long long)lens[bi]);
+      return 0;
+    }
+  }
+  *out = bufs[bi] + off;
+  return 1;
+}
+
+static napi_value js_gemm_gated(napi_env env, napi_callback_info info) {
+  call_t c;
+  int mode, act;
+  if (!begin(&c, env, info, "gemmGated", 4)) return NULL;
+  arg_op(&c, 0, "mode", 2, &mode);
+  arg_op(&c, 1, "act", SY_UNARY_COUNT, &act);
+  if (!c.failed && act != SY_RELU && act != SY_GELU && act != SY_GELU_TANH && act != SY_SILU)
+    throw_range(&c, "act: unsupported activation");
+  if (c.failed) return NULL;
+  bool is_arr = false;
+  napi_is_array(env, c.argv[2], &is_arr);
+  if (!is_arr) {
+    throw_type(&c, "buffers must be an array of Float32Array");
+    return NULL;
+  }
+  uint32_t nbuf = 0;
+  napi_get_array_length(env, c.argv[2], &nbuf);
+  int32_t *params;
+  int64_t plen;
+  if (!arg_i32(&c, 3, "params", &params, &plen)) return NULL;
+  if (plen % GATED_PARAMS != 0) {
+    throw_range(&c, "params.length=%lld is not a multiple of %d", (long long)plen, GATED_PARAMS);
+    return NULL;
+  }
+  int64_t ntasks = plen / GATED_PARAMS;
+  if (ntasks == 0) return undef(env);
+  if (ntasks > (1 << 20) || nbuf > (1u << 20)) {
+    throw_range(&c, "too many tasks (%lld) or buffers (%u)", (long long)ntasks, nbuf);
+    return NULL;
+  }
+  float **bufs = (float **)calloc(nbuf ? nbuf : 1, sizeof(float *));
+  int64_t *lens = (int64_t *)calloc(nbuf ? nbuf : 1, sizeof(int64_t));
+  sy_gated_task *tasks = (sy_gated_task *)calloc((size_t)ntasks, sizeof(sy_gated_task));
+  if (!bufs || !lens || !tasks) {
+    throw_range(&c, "out of memory");
+    goto done;
+  }
+  for (uint32_t i = 0; i < nbuf; i++) {
+    napi_value v;
+    napi_get_element(env, c.argv[2], i, &v);
+    bool is_ta = false;
+    napi_is_typedarray(env, v, &is_ta);
+    if (!is_ta) continue;
+    napi_typedarray_type type;
+    size_t length;
+    void *ptr;
+    napi_get_typedarray_info(env, v, &type, &length, &ptr, NULL, NULL);
+    if (type == napi_float32_array) {
+      bufs[i] = (float *)ptr;
+      lens[i] = (int64_t)length;
+    }
+  }
+  for (int64_t t = 0; t < ntasks; t++) {
+    const int32_t *p = params + t * GATED_PARAMS;
+    int32_t lda = p[2], ldb = p[7], ld = p[16], m = p[17], n = p[18], k = p[19], tb = p[20] != 0;
+    sy_gated_task *T = &tasks[t];
+    if (m < 0 || n < 0 || k < 0) {
+      throw_range(&c, "task %lld: negative size (m=%d, n=%d, k=%d)", (long long)t, m, n, k);
+      goto done;
+    }
+    if (m > 1 && ld < n) {
+      throw_range(&c, "task %lld: ld=%d < n=%d would make rows overlap", (long long)t, ld, n);
+      goto done;
+    }
+    float *a, *b1, *b3 = NULL, *c1, *c3, *o1, *o3 = NULL;
+    if (!gated_matrix(&c, t, "aBuf", p[0], p[1], m, k, lda, nbuf, bufs, lens, &a)) goto done;
+    if (!gated_matrix(&c, t, "b1Buf", p[3], p[4], tb ? n : k, tb ? k : n, ldb, nbuf, bufs, lens, &b1)) goto done;
+    if (mode == SY_GATED_UP &&
+        !gated_matrix(&c, t, "b3Buf", p[5], p[6], tb ? n : k, tb ? k : n, ldb, nbuf, bufs, lens, &b3))
+      goto done;
+    if (!gated_matrix(&c, t, "c1Buf", p[8], p[9], m, n, ld, nbuf, bufs, lens, &c1)) goto done;
+    if (!gated_matrix(&c, t, "c3Buf", p[10], p[11], m, n, ld, nbuf, bufs, lens, &c3)) goto done;
+    if (!gated_matrix(&c, t, "o1Buf", p[12], p[13], m, n, ld, nbuf, bufs, lens, &o1)) goto done;
+    if (mode == SY_GATED_DOWN_GRAD &&
+        !gated_matrix(&c, t, "o3Buf", p[14], p[15], m, n, ld, nbuf, bufs, lens, &o3))
+      goto done;
+    T->a = a;
+    T->b1 = b1;
+    T->b3 = b3;
+    T->c1 = c1;
+    T->c3 = c3;
+    T->o1 = o1;
+    T->o3 = o3;
+    T->lda = lda;
+    T->ldb = ldb;
+    T->ld = ld;
+    T->m = m;
+    T->n = n;
+    T->k = k;
+    T->trans_b = tb;
+  }
+  sy_gemm_gated_run(mode, act, tasks, (int)ntasks);
+done:
+  free(bufs);
+  free(lens);
+  free(tasks);
+  return c.failed ? NULL : undef(env);
+}
+
+/* ---------------------------------------------------------------------------------------- */
 /* element-wise                                                                              */
 /* ---------------------------------------------------------------------------------------- */
 
@@ -1027,6 +1159,7 @@ NAPI_MODULE_INIT() {
     napi_callback cb;
   } fns[] = {
       {"gemm", js_gemm},
+      {"gemmGated", js_gemm_gated},
       {"unary", js_unary},
       {"unaryGrad", js_unary_grad},
       {"gatedAct", js_gated},

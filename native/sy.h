@@ -73,6 +73,21 @@ extern const sy_gemm_isa sy_gemm_isa_avx512;
 /* Run a list of validated tasks (parallel as appropriate). */
 void sy_gemm_run(const sy_gemm_task *tasks, int ntasks);
 
+/* Grouped GEMM with a gated epilogue (gemm_gated.c), one task per expert block, A row-major:
+ *   SY_GATED_UP:        c1 = A·op(b1), c3 = A·op(b3) (stored), o1 = act(c1) ⊙ c3
+ *   SY_GATED_DOWN_GRAD: G = A·op(b1) (not stored), o1 = G ⊙ c3 ⊙ act'(c1), o3 = G ⊙ act(c1)
+ * c1, c3, o1, o3 are [m x n] with leading dimension ld; act is an sy_unary_op activation. */
+enum sy_gated_mode { SY_GATED_UP = 0, SY_GATED_DOWN_GRAD = 1 };
+typedef struct sy_gated_task {
+  const float *a;
+  const float *b1, *b3; /* b3: SY_GATED_UP only */
+  float *c1, *c3;       /* outputs (up) or the saved H1, H3 (down-grad) */
+  float *o1, *o3;       /* o3: SY_GATED_DOWN_GRAD only */
+  int64_t lda, ldb, ld;
+  int m, n, k, trans_b;
+} sy_gated_task;
+void sy_gemm_gated_run(int mode, int act, const sy_gated_task *tasks, int ntasks);
+
 /* ------------------------------------------------------------------------------------------ */
 /* Element-wise / row-wise kernels (one table per ISA, see ew_impl.h)                           */
 /* ------------------------------------------------------------------------------------------ */

@@ -15,6 +15,8 @@ import {
   adamwState,
   bitsEqual,
   elementwiseTests,
+  gatedDeterminismCase,
+  gemmGatedTests,
   gemmTests,
   groupedCase,
   indexingTests,
@@ -79,6 +81,7 @@ d('NativeBackend', () => {
           nb.setThreads(threads);
         };
         gemmTests(nb, setup);
+        gemmGatedTests(nb, setup);
         elementwiseTests(nb, setup);
         rowwiseTests(nb, setup);
         indexingTests(nb, setup);
@@ -88,6 +91,19 @@ d('NativeBackend', () => {
   }
 
   describe('determinism', () => {
+    it('gemmGated results do not depend on the thread count (every ISA path)', () => {
+      for (const isa of isas) {
+        nb.setIsa(isa);
+        const outs = [1, 2, 3].map((t) => {
+          nb.setThreads(t);
+          return gatedDeterminismCase(nb);
+        });
+        outs.slice(1).forEach((o) => o.forEach((arr, i) => expect(bitsEqual(arr, outs[0][i]), `${isa}: output ${i}`).toBe(true)));
+      }
+      nb.setIsa(originalIsa as 'avx512' | 'avx2' | 'scalar');
+      nb.setThreads(originalThreads);
+    });
+
     it('gemm, softmax, norms and scatter give bit-identical results on repeated calls', () => {
       nb.setIsa(originalIsa as 'avx512' | 'avx2' | 'scalar');
       nb.setThreads(originalThreads);

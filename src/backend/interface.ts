@@ -47,6 +47,14 @@ export const GEMM_TRANS_B = 2;
 /** Flags bit: C += op(A)·op(B) instead of C = op(A)·op(B). */
 export const GEMM_ACCUMULATE = 4;
 
+/** Number of int32 entries describing one task in `gemmGated`'s `params` array. */
+export const GEMM_GATED_PARAMS = 21;
+/**
+ * gemmGated modes: 'up' is a gated expert's up-projection with its activation, 'down-grad' the
+ * backward of its down-projection through the activation (see Backend.gemmGated).
+ */
+export type GatedGemmMode = 'up' | 'down-grad';
+
 /** loraMixture modes: top-k, gates renormalised over the k picked (MoLoRA). */
 export const LORA_MIX_TOPK = 0;
 /** loraMixture modes: top-k, gates the full softmax's probabilities. */
@@ -220,4 +228,18 @@ export interface Backend {
   gatedAct(act: Activation, a: Float32Array, b: Float32Array, out: Float32Array): void;
   /** Backward of gatedAct: da = dy ⊙ b ⊙ act'(a), db = dy ⊙ act(a) (both overwritten). */
   gatedActGrad(act: Activation, a: Float32Array, b: Float32Array, dy: Float32Array, da: Float32Array, db: Float32Array): void;
+
+  /**
+   * Grouped GEMM with a gated epilogue, the GLU expert FFN's fused steps (Shazeer 2020). Task t is
+   * p = params[t*21 .. t*21+20] = [aBuf, aOff, lda, b1Buf, b1Off, b3Buf, b3Off, ldb, c1Buf, c1Off,
+   * c3Buf, c3Off, o1Buf, o1Off, o3Buf, o3Off, ld, m, n, k, transB]; A is [m, k] row-major, B1/B3
+   * are op(B) = [k, n] (stored [n, k] when transB), and C1, C3, O1, O3 are [m, n] with leading
+   * dimension ld:
+   *   'up':        C1 = A·op(B1), C3 = A·op(B3) (both written), O1 = act(C1) ⊙ C3
+   *   'down-grad': G = A·op(B1) (not stored), O1 = G ⊙ C3 ⊙ act'(C1), O3 = G ⊙ act(C1)
+   * i.e. gemm followed by gatedAct / gatedActGrad on each task's rows, with the same results; a
+   * backend may fuse them so the product never leaves cache. Unused buffers (b3 for
+   * 'down-grad', o3 for 'up') may be -1. Tasks must not write overlapping regions.
+   */
+  gemmGated(mode: GatedGemmMode, act: Activation, buffers: readonly Float32Array[], params: Int32Array): void;
 }

@@ -12,12 +12,13 @@ import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import type { Activation, BinaryOp, ReduceOp, UnaryOp } from './interface.js';
+import type { Activation, BinaryOp, GatedGemmMode, ReduceOp, UnaryOp } from './interface.js';
 import { ReferenceBackend } from './reference.js';
 
 /** The functions exported by switchyard_native.node (see native/addon.c). */
 interface NativeAddon {
   gemm(buffers: readonly Float32Array[], params: Int32Array): void;
+  gemmGated?(mode: number, act: number, buffers: readonly Float32Array[], params: Int32Array): void;
   unary(op: number, x: Float32Array, out: Float32Array): void;
   unaryGrad(op: number, x: Float32Array, y: Float32Array, dy: Float32Array, dx: Float32Array): void;
   gatedAct(act: number, a: Float32Array, b: Float32Array, out: Float32Array): void;
@@ -327,6 +328,14 @@ export class NativeBackend extends ReferenceBackend {
     const code = UNARY_CODE[act];
     if (code === undefined) return super.gatedActGrad(act, a, b, dy, da, db);
     this.#a.gatedActGrad(code, a, b, dy, da, db);
+  }
+
+  override gemmGated(mode: GatedGemmMode, act: Activation, buffers: readonly Float32Array[], params: Int32Array): void {
+    const code = UNARY_CODE[act];
+    const modeCode = mode === 'up' ? 0 : mode === 'down-grad' ? 1 : undefined;
+    // An addon built before this kernel existed, or an unknown mode: the composed definition.
+    if (code === undefined || modeCode === undefined || this.#a.gemmGated === undefined) return super.gemmGated(mode, act, buffers, params);
+    this.#a.gemmGated(modeCode, code, buffers, params);
   }
 }
 

@@ -9,9 +9,11 @@ import {
   type Activation,
   type Backend,
   type BinaryOp,
+  type GatedGemmMode,
   type ReduceOp,
   type UnaryOp,
 } from './interface.js';
+import { gemmGatedComposed } from './gemm-gated.js';
 
 /** erf by Abramowitz–Stegun 7.1.26 is too coarse (1e-7 abs); use a Chebyshev-free series/continued-fraction split. */
 export function erf(x: number): number {
@@ -494,6 +496,10 @@ export class ReferenceBackend implements Backend {
       da[i] = dy[i] * b[i] * unaryDerivative(act, a[i], f);
       db[i] = dy[i] * f;
     }
+  }
+
+  gemmGated(mode: GatedGemmMode, act: Activation, buffers: readonly Float32Array[], params: Int32Array): void {
+    gemmGatedComposed(this, mode, act, buffers, params);
   }
 }
 

@@ -17,7 +17,8 @@
  * copies its inputs to the GPU and its outputs back; on SwiftShader (Chromium's CPU WebGPU) it is a
  * correctness target, not a speed one.
  */
-import type { Activation, Backend, BinaryOp, ReduceOp, UnaryOp } from './interface.js';
+import type { Activation, Backend, BinaryOp, GatedGemmMode, ReduceOp, UnaryOp } from './interface.js';
+import { gemmGatedComposed } from './gemm-gated.js';
 import { checkBinary, checkGemm, checkIndices, count, f32, i32, mul, need, num } from './wasm-args.js';
 import { createWasmBackend, type WasmBackendOptions } from './wasm.js';
 import { GPU_BINARY, GPU_GATED, GPU_UNARY } from './webgpu-kernels.js';
@@ -284,6 +285,11 @@ export class WebGpuBackend implements Backend {
 
   gatedActGrad(act: Activation, a: Float32Array, b: Float32Array, dy: Float32Array, da: Float32Array, db: Float32Array): void {
     this.fallback.gatedActGrad(act, a, b, dy, da, db);
+  }
+
+  gemmGated(mode: GatedGemmMode, act: Activation, buffers: readonly Float32Array[], params: Int32Array): void {
+    // The products on the GPU's grouped GEMM, the gated epilogue through this backend's own kernels.
+    gemmGatedComposed(this, mode, act, buffers, params);
   }
 }
 

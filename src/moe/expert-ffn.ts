@@ -11,7 +11,7 @@ import type { Activation } from '../backend/interface.js';
 import { GEMM_ACCUMULATE, GEMM_TRANS_A, GEMM_TRANS_B } from '../backend/interface.js';
 import { RangeValueError, ShapeError } from '../errors.js';
 import { acquireScratch, releaseScratch } from '../backend/scratch.js';
-import { GemmTasks } from '../ops/gemm-tasks.js';
+import { GatedGemmTasks, GemmTasks } from '../ops/gemm-tasks.js';
 import { be, requireFloat } from '../ops/util.js';
 import { leafGradSink, record } from '../tensor/autodiff.js';
 import { Tensor } from '../tensor/tensor.js';
@@ -65,16 +65,26 @@ function ffnForward(x: Float32Array, N: number, d: number, dFF: number, offsets:
   const h1 = acquireScratch(N * dFF);
   const h3 = weights.w3 ? acquireScratch(N * dFF) : null;
   const hidden = acquireScratch(N * dFF);
-  const up = new GemmTasks();
-  for (let e = 0; e < E; e++) {
-    const r0 = offsets[e], m = offsets[e + 1] - r0;
-    if (m === 0) continue;
-    up.add(x, r0 * d, d, weights.w1[e].f32, 0, d, h1, r0 * dFF, dFF, m, dFF, d, GEMM_TRANS_B);
-    if (h3 && weights.w3) up.add(x, r0 * d, d, weights.w3[e].f32, 0, d, h3, r0 * dFF, dFF, m, dFF, d, GEMM_TRANS_B);
+  if (h3 && weights.w3) {
+    // Gated: H1 = X W1ᵀ, H3 = X W3ᵀ and hidden = act(H1) ⊙ H3 in one fused call per expert block.
+    const up = new GatedGemmTasks('up', act);
+    for (let e = 0; e < E; e++) {
+      const r0 = offsets[e], m = offsets[e + 1] - r0;
+      if (m === 0) continue;
+      const o = r0 * dFF;
+      up.add({ a: x, aOff: r0 * d, lda: d, b1: weights.w1[e].f32, b3: weights.w3[e].f32, ldb: d, transB: true, c1: h1, c1Off: o, c3: h3, c3Off: o, o1: hidden, o1Off: o, o3: null, o3Off: 0, ld: dFF, m, n: dFF, k: d });
+    }
+    up.run();
+  } else {
+    const up = new GemmTasks();
+    for (let e = 0; e < E; e++) {
+      const r0 = offsets[e], m = offsets[e + 1] - r0;
+      if (m === 0) continue;
+      up.add(x, r0 * d, d, weights.w1[e].f32, 0, d, h1, r0 * dFF, dFF, m, dFF, d, GEMM_TRANS_B);
+    }
+    up.run();
+    be().unary(act, h1, hidden);
   }
-  up.run();
-  if (h3) be().gatedAct(act, h1, h3, hidden);
-  else be().unary(act, h1, hidden);
   const down = new GemmTasks();
   for (let e = 0; e < E; e++) {
     const r0 = offsets[e], m = offsets[e + 1] - r0;
@@ -104,34 +114,44 @@ function ffnBackward(tape: FFNTape, x: Float32Array, N: number, d: number, dFF: 
     return { data: new Float32Array(w.size), flags: 0, sunk: false };
   };
   const dW2 = weights.w2.map(weightGrad);
-  // 1) dHidden = dY_e · W2_e ; dW2_e = dY_eᵀ · Hidden_e
-  const dHidden = acquireScratch(N * dFF);
-  const t1 = new GemmTasks();
   // An expert with no rows: an overwritten gradient must still become zeros (a k = 0 task
   // writes zeros); an accumulated or freshly allocated one needs nothing.
   const weightTask = (t: GemmTasks, a: Float32Array, aOff: number, lda: number, b: Float32Array, bOff: number, ldb: number, wg: WeightGrad, ldc: number, rows: number, cols: number, m: number): void => {
     if (!wg || (m === 0 && (wg.flags !== 0 || !wg.sunk))) return;
     t.add(a, aOff, lda, b, bOff, ldb, wg.data, 0, ldc, rows, cols, m, GEMM_TRANS_A | wg.flags);
   };
-  for (let e = 0; e < E; e++) {
-    const r0 = offsets[e], m = offsets[e + 1] - r0;
-    if (m > 0) t1.add(dy, r0 * d, d, weights.w2[e].f32, 0, dFF, dHidden, r0 * dFF, dFF, m, dFF, d, 0);
-    weightTask(t1, dy, r0 * d, d, hidden, r0 * dFF, dFF, dW2[e], dFF, d, dFF, m);
-  }
-  t1.run();
-  // 2) through the activation
+  // 1) dH1, dH3 (or dH1 alone): through dHidden = dY_e · W2_e and the activation.
   const dH1 = acquireScratch(N * dFF);
   const dH3 = h3 ? acquireScratch(N * dFF) : null;
-  if (h3 && dH3) be().gatedActGrad(act, h1, h3, dHidden, dH1, dH3);
-  else be().unaryGrad(act, h1, hidden, dHidden, dH1);
-  releaseScratch(dHidden, hidden);
-  // 3) dX = dH1_e · W1_e (+ dH3_e · W3_e); dW1_e = dH1_eᵀ · X_e; dW3_e = dH3_eᵀ · X_e
+  if (h3 && dH3) {
+    // Gated: dHidden is computed block by block and consumed in cache, never stored.
+    const down = new GatedGemmTasks('down-grad', act);
+    for (let e = 0; e < E; e++) {
+      const r0 = offsets[e], m = offsets[e + 1] - r0;
+      if (m === 0) continue;
+      const o = r0 * dFF;
+      down.add({ a: dy, aOff: r0 * d, lda: d, b1: weights.w2[e].f32, b3: null, ldb: dFF, transB: false, c1: h1, c1Off: o, c3: h3, c3Off: o, o1: dH1, o1Off: o, o3: dH3, o3Off: o, ld: dFF, m, n: dFF, k: d });
+    }
+    down.run();
+  } else {
+    const dHidden = acquireScratch(N * dFF);
+    const t1 = new GemmTasks();
+    for (let e = 0; e < E; e++) {
+      const r0 = offsets[e], m = offsets[e + 1] - r0;
+      if (m > 0) t1.add(dy, r0 * d, d, weights.w2[e].f32, 0, dFF, dHidden, r0 * dFF, dFF, m, dFF, d, 0);
+    }
+    t1.run();
+    be().unaryGrad(act, h1, hidden, dHidden, dH1);
+    releaseScratch(dHidden);
+  }
+  // 2) dW2_e = dY_eᵀ · Hidden_e; dX = dH1_e · W1_e (+ dH3_e · W3_e); dW1_e = dH1_eᵀ · X_e; dW3_e = dH3_eᵀ · X_e
   const dW1 = weights.w1.map(weightGrad);
   const dW3 = weights.w3 ? weights.w3.map(weightGrad) : [];
   const t2 = new GemmTasks();
   const t3 = new GemmTasks();
   for (let e = 0; e < E; e++) {
     const r0 = offsets[e], m = offsets[e + 1] - r0;
+    weightTask(t2, dy, r0 * d, d, hidden, r0 * dFF, dFF, dW2[e], dFF, d, dFF, m);
     if (dx && m > 0) t2.add(dH1, r0 * dFF, dFF, weights.w1[e].f32, 0, d, dx, r0 * d, d, m, d, dFF, 0);
     weightTask(t2, dH1, r0 * dFF, dFF, x, r0 * d, d, dW1[e], d, dFF, d, m);
     if (dH3 && weights.w3) {
@@ -141,7 +161,7 @@ function ffnBackward(tape: FFNTape, x: Float32Array, N: number, d: number, dFF: 
   }
   t2.run();
   t3.run(); // accumulates into dx regions that t2 wrote: must run after it
-  releaseScratch(dH1, dH3, h1, h3);
+  releaseScratch(dH1, dH3, h1, h3, hidden);
   const wrap = (list: WeightGrad[], src: readonly Tensor[]): (Tensor | null)[] =>
     src.map((w, e) => {
       const wg = list[e];

@@ -8,6 +8,7 @@
  */
 import {
   GEMM_ACCUMULATE,
+  GEMM_GATED_PARAMS,
   GEMM_PARAMS,
   GEMM_TRANS_A,
   GEMM_TRANS_B,
@@ -18,6 +19,7 @@ import {
   type Activation,
   type Backend,
   type BinaryOp,
+  type GatedGemmMode,
   type ReduceOp,
   type UnaryOp,
 } from '../../src/backend/interface.js';
@@ -60,6 +62,7 @@ export function registerOpSuite(nb: ThreadedBackend, threads: number[]): void {
         expect(got, 'threads in effect').toBe(t);
       };
       gemmTests(nb, setup);
+      gemmGatedTests(nb, setup);
       elementwiseTests(nb, setup);
       rowwiseTests(nb, setup);
       indexingTests(nb, setup);
@@ -385,6 +388,105 @@ function gemmReference(c: GemmCase): { want: Float32Array[]; atol: Float64Array[
       }
   }
   return { want, atol };
+}
+
+/**
+ * A grouped gemmGated case: expert blocks of `rows` rows over A [N, k]; C1/C3/O1/O3 [N, n] with
+ * leading dimension ld (= n + pad). 'up' uses transposed B ([n, k], the expert weight layout),
+ * 'down-grad' row-major B ([k, n]) and saved H1, H3 in C1, C3.
+ */
+function gatedCase(mode: GatedGemmMode, rows: number[], k: number, n: number, pad: number, seed: number) {
+  const N = rows.reduce((a, b) => a + b, 0), ld = n + pad;
+  const A = randArray(N * k + 2, seed, -1, 1);
+  const E = rows.length;
+  const B1 = Array.from({ length: E }, (_, e) => randArray(n * k, seed + 10 + e, -0.5, 0.5));
+  const B3 = Array.from({ length: E }, (_, e) => randArray(n * k, seed + 40 + e, -0.5, 0.5));
+  const size = N * ld + 3;
+  const C1 = randArray(size, seed + 1, -3, 3), C3 = randArray(size, seed + 2, -3, 3);
+  const O1 = randArray(size, seed + 3), O3 = randArray(size, seed + 4);
+  const buffers = [A, C1, C3, O1, O3, ...B1, ...B3];
+  const params: number[] = [];
+  let r0 = 0;
+  rows.forEach((m, e) => {
+    const b3 = mode === 'up' ? 5 + E + e : -1, o3 = mode === 'up' ? -1 : 4;
+    params.push(0, 1 + r0 * k, k, 5 + e, 0, b3, 0, mode === 'up' ? k : n, 1, r0 * ld, 2, r0 * ld, 3, r0 * ld, o3, r0 * ld, ld, m, n, k, mode === 'up' ? 1 : 0);
+    r0 += m;
+  });
+  return { buffers, params: Int32Array.from(params), N, ld };
+}
+
+/** The same case run as its definition: gemm, then gatedAct / gatedActGrad per task (on backend `be`). */
+function gatedComposed(be: Backend, mode: GatedGemmMode, act: Activation, c: ReturnType<typeof gatedCase>): Float32Array[] {
+  const bufs = c.buffers.map((b) => Float32Array.from(b));
+  const ntasks = c.params.length / GEMM_GATED_PARAMS;
+  for (let t = 0; t < ntasks; t++) {
+    const p = c.params.subarray(t * GEMM_GATED_PARAMS, (t + 1) * GEMM_GATED_PARAMS);
+    const [aBuf, aOff, lda, b1, , b3, , ldb, c1, c1Off, c3, c3Off, o1, o1Off, o3, o3Off, ld, m, n, k, tb] = p;
+    if (m === 0) continue;
+    const flags = tb ? GEMM_TRANS_B : 0;
+    const rowsOf = (buf: Float32Array, off: number, r: number) => buf.subarray(off + r * ld, off + r * ld + n);
+    if (mode === 'up') {
+      be.gemm(bufs, Int32Array.from([...task(aBuf, aOff, lda, b1, 0, ldb, c1, c1Off, ld, m, n, k, flags), ...task(aBuf, aOff, lda, b3, 0, ldb, c3, c3Off, ld, m, n, k, flags)]));
+      for (let r = 0; r < m; r++) be.gatedAct(act, rowsOf(bufs[c1], c1Off, r), rowsOf(bufs[c3], c3Off, r), rowsOf(bufs[o1], o1Off, r));
+    } else {
+      const G = new Float32Array(m * n);
+      be.gemm([...bufs, G], Int32Array.from(task(aBuf, aOff, lda, b1, 0, ldb, bufs.length, 0, n, m, n, k, flags)));
+      for (let r = 0; r < m; r++) be.gatedActGrad(act, rowsOf(bufs[c1], c1Off, r), rowsOf(bufs[c3], c3Off, r), G.subarray(r * n, (r + 1) * n), rowsOf(bufs[o1], o1Off, r), rowsOf(bufs[o3], o3Off, r));
+    }
+  }
+  return bufs;
+}
+
+/** Outputs of one 'up' and one 'down-grad' call (a big task split across threads and small ones). */
+export function gatedDeterminismCase(nb: Backend): Float32Array[] {
+  const outs: Float32Array[] = [];
+  for (const mode of ['up', 'down-grad'] as const) {
+    const c = gatedCase(mode, [700, 33, 0, 90], 300, 260, 1, 990);
+    const bufs = c.buffers.map((b) => Float32Array.from(b));
+    nb.gemmGated(mode, 'silu', bufs, c.params);
+    outs.push(bufs[1], bufs[2], bufs[3], bufs[4]);
+  }
+  return outs;
+}
+
+/** gemmGated: the fused expert-FFN steps equal their definition (gemm + gated kernels). */
+export function gemmGatedTests(nb: Backend, setup: () => void): void {
+  describe('gemmGated', () => {
+    const shapes: Array<{ rows: number[]; k: number; n: number; pad: number }> = [
+      { rows: [0, 1, 15, 33, 130], k: 40, n: 72, pad: 3 },
+      { rows: [300, 7], k: 600, n: 530, pad: 0 }, // k past the depth block, n past the column block, one task split across threads
+    ];
+    for (const mode of ['up', 'down-grad'] as const)
+      it(`${mode}: equals gemm then gatedAct${mode === 'up' ? '' : 'Grad'} on the same backend, and the reference`, () => {
+        setup();
+        let seed = mode === 'up' ? 700 : 800;
+        for (const act of ['silu', 'gelu', 'relu'] as const)
+          for (const sh of act === 'silu' ? shapes : shapes.slice(0, 1)) {
+            const c = gatedCase(mode, sh.rows, sh.k, sh.n, sh.pad, seed++);
+            const got = c.buffers.map((b) => Float32Array.from(b));
+            nb.gemmGated(mode, act, got, c.params);
+            const same = gatedComposed(nb, mode, act, c);
+            const want = gatedComposed(ref, mode, act, c);
+            const label = `${mode} ${act} rows=${sh.rows} k=${sh.k} n=${sh.n}`;
+            const outs = mode === 'up' ? [1, 2, 3] : [3, 4];
+            for (const i of outs) {
+              expectClose(got[i], same[i], 1e-6, 1e-6, `${label}: buffer ${i} vs ${nb.name} gemm + gated`);
+              expectClose(got[i], want[i], 1e-4, 1e-4, `${label}: buffer ${i} vs reference`);
+            }
+            // Inputs and untouched padding are left alone.
+            for (const i of mode === 'up' ? [0, 4] : [0, 1, 2]) expect(bitsEqual(got[i], c.buffers[i]), `${label}: buffer ${i} unchanged`).toBe(true);
+          }
+      });
+
+    it('rejects out-of-bounds regions and bad modes naming the field', () => {
+      setup();
+      const c = gatedCase('up', [4, 5], 8, 16, 0, 900);
+      const short = c.buffers.map((b, i) => (i === 3 ? b.subarray(0, 20) : b));
+      expect(() => nb.gemmGated('up', 'silu', short, c.params)).toThrow(/o1Buf/);
+      expect(() => nb.gemmGated('sideways' as GatedGemmMode, 'silu', c.buffers, c.params)).toThrow(/mode/);
+      expect(() => nb.gemmGated('up', 'silu', c.buffers, c.params.subarray(0, 20))).toThrow(/multiple of 21/);
+    });
+  });
 }
 
 export function gemmTests(nb: Backend, setup: () => void): void {

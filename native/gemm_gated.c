@@ -1,0 +1,194 @@
+/*
+ * Grouped GEMM with a gated epilogue: the expert FFN's up-projection and the backward of its
+ * down-projection, each fused with the gated activation while the freshly computed block is still
+ * in cache (GLU experts, Shazeer 2020: hidden = act(X W1ᵀ) ⊙ X W3ᵀ).
+ *
+ *   SY_GATED_UP:        C1 = A·op(B1), C3 = A·op(B3)   (both stored: the backward needs them)
+ *                       O1 = act(C1) ⊙ C3               (the hidden state)
+ *   SY_GATED_DOWN_GRAD: G  = A·op(B1)                   (dHidden = dY·W2, never stored)
+ *                       O1 = G ⊙ C3 ⊙ act'(C1),  O3 = G ⊙ act(C1)   (dH1, dH3 from H1 = C1, H3 = C3)
+ *
+ * Same packers, micro-kernel and depth blocking as gemm.c, so every C1/C3/G element is computed
+ * by exactly the operation sequence of the plain GEMM and the epilogue is the element-wise gated
+ * kernel: results do not depend on threads and match gemm + gatedAct(Grad) run separately. The
+ * A block is packed once for both products of SY_GATED_UP.
+ *
+ * Scheduling: a unit is a task's row range; tasks are claimed whole, largest first, except that a
+ * task holding more than 1/(2T) of the work is cut into 2T panel-aligned row ranges (each packs
+ * its own B blocks).
+ */
+#include "sy.h"
+
+#include <stdlib.h>
+
+#ifndef SY_GATED_NC
+#define SY_GATED_NC 512 /* columns per block: both packed B blocks plus the C blocks stay in L2 */
+#endif
+
+static inline int imin(int a, int b) { return a < b ? a : b; }
+
+static inline const float *b_at(const float *b, int64_t ldb, int trans_b, int64_t l, int64_t j) {
+  return trans_b ? b + j * ldb + l : b + l * ldb + j;
+}
+
+/* C[rows x cols] (+)= packed A block · packed B block, through the micro-kernel. */
+static void block_product(const sy_gemm_isa *isa, const float *ap, const float *bp, int mcb, int ncb, int kcb,
+                          float *c, int64_t ldc, int acc) {
+  const int MR = isa->mr, NR = isa->nr;
+  for (int jr = 0; jr < ncb; jr += NR) {
+    const float *bpj = bp + (int64_t)jr * kcb;
+    int nr = imin(NR, ncb - jr);
+    for (int ir = 0; ir < mcb; ir += MR) {
+      isa->micro(kcb, ap + (int64_t)ir * kcb, bpj, c + (int64_t)ir * ldc + jr, ldc, imin(MR, mcb - ir), nr, acc);
+    }
+  }
+}
+
+/* Rows [i0, i1) of one task on the calling thread. */
+static void gated_rows(const sy_gemm_isa *isa, const sy_gated_task *t, int mode, int act, int i0, int i1) {
+  const int KC = isa->kc, NR = isa->nr, MC = isa->mc;
+  const int NC = (SY_GATED_NC / NR) * NR;
+  const int up = mode == SY_GATED_UP;
+  const int rows = i1 - i0;
+  for (int jc = 0; jc < t->n; jc += NC) {
+    int ncb = imin(NC, t->n - jc);
+    /* down-grad: G for this unit's rows and column block, accumulated over depth blocks */
+    float *g = up ? NULL : sy_scratch(3, (size_t)rows * (size_t)ncb + 64);
+    for (int p0 = 0; p0 < t->k; p0 += KC) {
+      int kcb = imin(KC, t->k - p0);
+      int last = p0 + kcb >= t->k;
+      float *bp1 = sy_scratch(1, (size_t)KC * (size_t)(NC + NR) + 64);
+      isa->pack_b(t->trans_b, b_at(t->b1, t->ldb, t->trans_b, p0, jc), t->ldb, kcb, ncb, bp1);
+      float *bp3 = NULL;
+      if (up) {
+        bp3 = sy_scratch(2, (size_t)KC * (size_t)(NC + NR) + 64);
+        isa->pack_b(t->trans_b, b_at(t->b3, t->ldb, t->trans_b, p0, jc), t->ldb, kcb, ncb, bp3);
+      }
+      for (int ib = i0; ib < i1; ib += MC) {
+        int mcb = imin(MC, i1 - ib);
+        float *ap = sy_scratch(0, (size_t)(MC + isa->mr) * (size_t)KC + 64);
+        isa->pack_a(0, t->a + (int64_t)ib * t->lda + p0, t->lda, mcb, kcb, ap);
+        if (up) {
+          float *c1 = t->c1 + (int64_t)ib * t->ld + jc, *c3 = t->c3 + (int64_t)ib * t->ld + jc;
+          block_product(isa, ap, bp1, mcb, ncb, kcb, c1, t->ld, p0 > 0);
+          block_product(isa, ap, bp3, mcb, ncb, kcb, c3, t->ld, p0 > 0);
+          if (last) {
+            for (int r = 0; r < mcb; r++) {
+              int64_t o = (int64_t)r * t->ld;
+              sy_ew_impl->gated(act, c1 + o, c3 + o, t->o1 + (int64_t)(ib + r) * t->ld + jc, ncb);
+            }
+          }
+        } else {
+          float *gb = g + (int64_t)(ib - i0) * ncb;
+          block_product(isa, ap, bp1, mcb, ncb, kcb, gb, ncb, p0 > 0);
+          if (last) {
+            for (int r = 0; r < mcb; r++) {
+              int64_t o = (int64_t)(ib + r) * t->ld + jc;
+              sy_ew_impl->gated_grad(act, t->c1 + o, t->c3 + o, gb + (int64_t)r * ncb, t->o1 + o, t->o3 + o, ncb);
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+typedef struct {
+  const sy_gemm_isa *isa;
+  const sy_gated_task *tasks;
+  int mode, act;
+  const int *unit_task; /* task of each unit */
+  const int *unit_lo;   /* first row of each unit */
+  const int *unit_hi;   /* one past its last row */
+} gated_ctx;
+
+static void gated_unit(void *vctx, int64_t item, int tid) {
+  (void)tid;
+  const gated_ctx *c = (const gated_ctx *)vctx;
+  gated_rows(c->isa, &c->tasks[c->unit_task[item]], c->mode, c->act, c->unit_lo[item], c->unit_hi[item]);
+}
+
+typedef struct {
+  double flops;
+  int task, lo, hi;
+} gated_unit_rank;
+
+static int cmp_unit(const void *x, const void *y) {
+  const gated_unit_rank *a = (const gated_unit_rank *)x, *b = (const gated_unit_rank *)y;
+  if (a->flops > b->flops) return -1;
+  if (a->flops < b->flops) return 1;
+  if (a->task != b->task) return a->task - b->task;
+  return a->lo - b->lo;
+}
+
+void sy_gemm_gated_run(int mode, int act, const sy_gated_task *tasks, int ntasks) {
+  const sy_gemm_isa *isa = sy_gemm_impl;
+  const int T = sy_threads(), MR = isa->mr;
+  double total = 0.0;
+  for (int i = 0; i < ntasks; i++) {
+    const sy_gated_task *t = &tasks[i];
+    if (t->m > 0 && t->n > 0 && t->k > 0) total += 2.0 * t->m * t->n * t->k;
+  }
+  /* k = 0: the products are zero; the epilogue still defines the outputs. */
+  for (int i = 0; i < ntasks; i++) {
+    const sy_gated_task *t = &tasks[i];
+    if (t->m <= 0 || t->n <= 0 || t->k > 0) continue;
+    for (int r = 0; r < t->m; r++) {
+      int64_t o = (int64_t)r * t->ld;
+      for (int j = 0; j < t->n; j++) {
+        if (mode == SY_GATED_UP) {
+          t->c1[o + j] = 0.0f;
+          t->c3[o + j] = 0.0f;
+        }
+      }
+      if (mode == SY_GATED_UP) {
+        sy_ew_impl->gated(act, t->c1 + o, t->c3 + o, t->o1 + o, t->n);
+      } else {
+        for (int j = 0; j < t->n; j++) t->o1[o + j] = t->o3[o + j] = 0.0f; /* G = 0 */
+      }
+    }
+  }
+  if (total == 0.0) return;
+  int cap = ntasks + 2 * T * ntasks;
+  gated_unit_rank *units = (gated_unit_rank *)malloc(sizeof(gated_unit_rank) * (size_t)cap);
+  int *ut = (int *)malloc(sizeof(int) * 3 * (size_t)cap);
+  if (!units || !ut) abort();
+  int nunits = 0;
+  double big_cut = T > 1 ? total / (2.0 * T) : total + 1.0;
+  for (int i = 0; i < ntasks; i++) {
+    const sy_gated_task *t = &tasks[i];
+    if (t->m <= 0 || t->n <= 0 || t->k <= 0) continue;
+    double f = 2.0 * t->m * t->n * t->k;
+    int parts = 1;
+    if (f > big_cut) {
+      int panels = (t->m + MR - 1) / MR;
+      parts = imin(2 * T, panels);
+    }
+    int panels = (t->m + MR - 1) / MR;
+    for (int p = 0; p < parts; p++) {
+      int plo = (int)((int64_t)panels * p / parts), phi = (int)((int64_t)panels * (p + 1) / parts);
+      int lo = plo * MR, hi = imin(t->m, phi * MR);
+      if (lo >= hi) continue;
+      units[nunits].flops = 2.0 * (hi - lo) * t->n * t->k;
+      units[nunits].task = i;
+      units[nunits].lo = lo;
+      units[nunits].hi = hi;
+      nunits++;
+    }
+  }
+  qsort(units, (size_t)nunits, sizeof(gated_unit_rank), cmp_unit);
+  int *unit_task = ut, *unit_lo = ut + cap, *unit_hi = ut + 2 * cap;
+  for (int u = 0; u < nunits; u++) {
+    unit_task[u] = units[u].task;
+    unit_lo[u] = units[u].lo;
+    unit_hi[u] = units[u].hi;
+  }
+  gated_ctx c = {isa, tasks, mode, act, unit_task, unit_lo, unit_hi};
+  if (T <= 1) {
+    for (int u = 0; u < nunits; u++) gated_unit(&c, u, 0);
+  } else {
+    sy_parallel_for(nunits, gated_unit, &c);
+  }
+  free(units);
+  free(ut);
+}
