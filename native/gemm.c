@@ -12,6 +12,8 @@
  *     column-block units, each packing its own A rows and B columns (see task_parallel);
  *   - the remaining tasks (the MoE grouped case) are claimed whole by threads, largest first,
  *     each thread packing into its own thread-local buffers.
+ * A chain (a task and the tasks flagged `chain` right after it) is scheduled as one item and runs
+ * in list order, so its later tasks may accumulate into what the earlier ones wrote.
  */
 #include "sy.h"
 
@@ -158,7 +160,8 @@ static void task_parallel(const sy_gemm_isa *isa, const sy_gemm_task *t, int T) 
 
 typedef struct {
   double flops;
-  int idx;
+  int idx; /* first task of the item */
+  int len; /* tasks in the item: a chain runs in list order on one thread */
 } task_rank;
 
 typedef struct {
@@ -170,7 +173,8 @@ typedef struct {
 static void group_item(void *vctx, int64_t item, int tid) {
   (void)tid;
   const group_ctx *g = (const group_ctx *)vctx;
-  task_serial(g->isa, &g->tasks[g->order[item].idx]);
+  const task_rank *r = &g->order[item];
+  for (int i = r->idx; i < r->idx + r->len; i++) task_serial(g->isa, &g->tasks[i]);
 }
 
 static double task_flops(const sy_gemm_task *t) {
@@ -185,19 +189,21 @@ static int cmp_rank(const void *x, const void *y) {
   return a->idx - b->idx;
 }
 
+/* Tasks [i, i + len) form one item: task i and the chained tasks right after it. */
+static int item_len(const sy_gemm_task *tasks, int ntasks, int i) {
+  int len = 1;
+  while (i + len < ntasks && tasks[i + len].chain) len++;
+  return len;
+}
+
 void sy_gemm_run(const sy_gemm_task *tasks, int ntasks) {
   const sy_gemm_isa *isa = sy_gemm_impl;
   double total = 0.0;
-  for (int i = 0; i < ntasks; i++) {
-    const sy_gemm_task *t = &tasks[i];
-    if (t->m > 0 && t->n > 0 && t->k <= 0 && !t->accumulate) zero_c(t);
-    total += task_flops(t);
-  }
-  if (total == 0.0) return;
+  for (int i = 0; i < ntasks; i++) total += task_flops(&tasks[i]);
   int T = sy_threads();
   if (T <= 1 || total < (double)SY_GEMM_PAR_FLOPS) {
-    for (int i = 0; i < ntasks; i++)
-      if (task_flops(&tasks[i]) > 0) task_serial(isa, &tasks[i]);
+    /* in list order: chains hold by construction; task_serial zeroes k = 0 tasks */
+    for (int i = 0; i < ntasks; i++) task_serial(isa, &tasks[i]);
     return;
   }
   task_rank stack_order[256];
@@ -205,15 +211,25 @@ void sy_gemm_run(const sy_gemm_task *tasks, int ntasks) {
   if (!order) abort();
   int nsmall = 0;
   double big_cut = total / (2.0 * T);
-  for (int i = 0; i < ntasks; i++) {
-    double f = task_flops(&tasks[i]);
-    if (f <= 0) continue;
-    if (f > big_cut) task_parallel(isa, &tasks[i], T);
-    else {
+  for (int i = 0; i < ntasks;) {
+    int len = item_len(tasks, ntasks, i);
+    double f = 0.0;
+    for (int j = i; j < i + len; j++) f += task_flops(&tasks[j]);
+    if (f > big_cut) {
+      /* a big item now, by all threads: each big task split across them, in chain order */
+      for (int j = i; j < i + len; j++) {
+        if (task_flops(&tasks[j]) >= (double)SY_GEMM_PAR_FLOPS) task_parallel(isa, &tasks[j], T);
+        else task_serial(isa, &tasks[j]);
+      }
+    } else if (f == 0.0) {
+      for (int j = i; j < i + len; j++) task_serial(isa, &tasks[j]); /* k = 0: zeros or nothing */
+    } else {
       order[nsmall].flops = f;
       order[nsmall].idx = i;
+      order[nsmall].len = len;
       nsmall++;
     }
+    i += len;
   }
   if (nsmall > 0) {
     qsort(order, (size_t)nsmall, sizeof(task_rank), cmp_rank);

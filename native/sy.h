@@ -45,6 +45,7 @@ typedef struct sy_gemm_task {
   int64_t lda, ldb, ldc;
   int m, n, k;
   int trans_a, trans_b, accumulate;
+  int chain; /* runs after the previous task of the list (GEMM_CHAIN) */
 } sy_gemm_task;
 
 /* Per-ISA GEMM building blocks. Packed layouts:

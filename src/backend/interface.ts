@@ -46,6 +46,12 @@ export const GEMM_TRANS_A = 1;
 export const GEMM_TRANS_B = 2;
 /** Flags bit: C += op(A)·op(B) instead of C = op(A)·op(B). */
 export const GEMM_ACCUMULATE = 4;
+/**
+ * Flags bit: run this task after the previous task of the list has finished (on the same thread,
+ * where that matters), so it may read or accumulate into what that task wrote: dX = dH1·W1 + dH3·W3
+ * as one task pair instead of two calls.
+ */
+export const GEMM_CHAIN = 8;
 
 /** Number of int32 entries describing one task in `gemmGated`'s `params` array. */
 export const GEMM_GATED_PARAMS = 21;
@@ -80,7 +86,8 @@ export interface Backend {
    *       C[i, j] is at C[cOff + i*ldc + j]; A = buffers[aBuf], B = buffers[bBuf], C = buffers[cBuf].
    * Without GEMM_ACCUMULATE, C is overwritten (k = 0 writes zeros). m or n may be 0 (empty row
    * blocks: the MoE case of an expert that got no tokens). Tasks must not write overlapping C
-   * regions. This one kernel serves plain matmul, batched matmul, the MoE grouped GEMM (one task
+   * regions, except that a chain (a task and the GEMM_CHAIN-flagged tasks right after it) runs in
+   * list order and its tasks may share C. This one kernel serves plain matmul, batched matmul, the MoE grouped GEMM (one task
    * per expert, each on its own contiguous token block) and all their backward products.
    */
   gemm(buffers: readonly Float32Array[], params: Int32Array): void;

@@ -19,6 +19,7 @@
  */
 import type { Activation, Backend, BinaryOp, GatedGemmMode, ReduceOp, UnaryOp } from './interface.js';
 import { gemmGatedComposed } from './gemm-gated.js';
+import { GEMM_CHAIN } from './interface.js';
 import { checkBinary, checkGemm, checkIndices, count, f32, i32, mul, need, num } from './wasm-args.js';
 import { createWasmBackend, type WasmBackendOptions } from './wasm.js';
 import { GPU_BINARY, GPU_GATED, GPU_UNARY } from './webgpu-kernels.js';
@@ -130,6 +131,18 @@ export class WebGpuBackend implements Backend {
   gemm(buffers: readonly Float32Array[], params: Int32Array): void {
     const ntasks = checkGemm(buffers, params);
     if (ntasks === 0) return;
+    // One dispatch runs every task at once: a chain's later tasks (GEMM_CHAIN) go in later waves.
+    let waves = 1;
+    const wave = new Int32Array(ntasks);
+    for (let t = 1; t < ntasks; t++) if (params[t * 13 + 12] & GEMM_CHAIN) waves = Math.max(waves, (wave[t] = wave[t - 1] + 1) + 1);
+    if (waves > 1) {
+      for (let w = 0; w < waves; w++) {
+        const sub: number[] = [];
+        for (let t = 0; t < ntasks; t++) if (wave[t] === w) sub.push(...params.subarray(t * 13, t * 13 + 13));
+        this.gemm(buffers, Int32Array.from(sub, (v, i) => (i % 13 === 12 ? v & ~GEMM_CHAIN : v)));
+      }
+      return;
+    }
     // one clone per distinct buffer (aliases stay aliases through structured cloning)
     const clones = new Map<Float32Array, Float32Array>();
     const sent = buffers.map((b) => {

@@ -8,7 +8,7 @@
  * number of experts, only with the rows routed.
  */
 import type { Activation } from '../backend/interface.js';
-import { GEMM_ACCUMULATE, GEMM_TRANS_A, GEMM_TRANS_B } from '../backend/interface.js';
+import { GEMM_ACCUMULATE, GEMM_CHAIN, GEMM_TRANS_A, GEMM_TRANS_B } from '../backend/interface.js';
 import { RangeValueError, ShapeError } from '../errors.js';
 import { acquireScratch, releaseScratch } from '../backend/scratch.js';
 import { GatedGemmTasks, GemmTasks } from '../ops/gemm-tasks.js';
@@ -148,19 +148,18 @@ function ffnBackward(tape: FFNTape, x: Float32Array, N: number, d: number, dFF: 
   const dW1 = weights.w1.map(weightGrad);
   const dW3 = weights.w3 ? weights.w3.map(weightGrad) : [];
   const t2 = new GemmTasks();
-  const t3 = new GemmTasks();
   for (let e = 0; e < E; e++) {
     const r0 = offsets[e], m = offsets[e + 1] - r0;
     weightTask(t2, dy, r0 * d, d, hidden, r0 * dFF, dFF, dW2[e], dFF, d, dFF, m);
-    if (dx && m > 0) t2.add(dH1, r0 * dFF, dFF, weights.w1[e].f32, 0, d, dx, r0 * d, d, m, d, dFF, 0);
-    weightTask(t2, dH1, r0 * dFF, dFF, x, r0 * d, d, dW1[e], d, dFF, d, m);
-    if (dH3 && weights.w3) {
-      if (dx && m > 0) t3.add(dH3, r0 * dFF, dFF, weights.w3[e].f32, 0, d, dx, r0 * d, d, m, d, dFF, GEMM_ACCUMULATE);
-      weightTask(t2, dH3, r0 * dFF, dFF, x, r0 * d, d, dW3[e], d, dFF, d, m);
+    if (dx && m > 0) {
+      t2.add(dH1, r0 * dFF, dFF, weights.w1[e].f32, 0, d, dx, r0 * d, d, m, d, dFF, 0);
+      // dX_e += dH3_e · W3_e, chained: it runs after the product above, in the same call.
+      if (dH3 && weights.w3) t2.add(dH3, r0 * dFF, dFF, weights.w3[e].f32, 0, d, dx, r0 * d, d, m, d, dFF, GEMM_ACCUMULATE | GEMM_CHAIN);
     }
+    weightTask(t2, dH1, r0 * dFF, dFF, x, r0 * d, d, dW1[e], d, dFF, d, m);
+    if (dH3 && weights.w3) weightTask(t2, dH3, r0 * dFF, dFF, x, r0 * d, d, dW3[e], d, dFF, d, m);
   }
   t2.run();
-  t3.run(); // accumulates into dx regions that t2 wrote: must run after it
   releaseScratch(dH1, dH3, h1, h3, hidden);
   const wrap = (list: WeightGrad[], src: readonly Tensor[]): (Tensor | null)[] =>
     src.map((w, e) => {

@@ -8,6 +8,7 @@
  */
 import {
   GEMM_ACCUMULATE,
+  GEMM_CHAIN,
   GEMM_GATED_PARAMS,
   GEMM_PARAMS,
   GEMM_TRANS_A,
@@ -509,6 +510,33 @@ export function gemmTests(nb: Backend, setup: () => void): void {
       let seed = 200;
       for (const [m, n, k] of [[257, 33, 257], [33, 257, 129], [257, 257, 7], [257, 257, 257], [15, 1, 300]])
         for (const flags of [0, 1, 2, 3, 4, 7]) checkGemm(nb, singleCase(m, n, k, flags, seed++, { pad: 5, off: 3 }), `m=${m} n=${n} k=${k} flags=${flags}`);
+    });
+
+    it('chains (GEMM_CHAIN) run in list order and may accumulate into their predecessor\'s C', () => {
+      setup();
+      // C0 = A·B0 (+)= A·B1 (+)= A·B2 as a chain, next to independent tasks; a small chain, a chain
+      // whose head is big enough to be split across threads, and a k = 0 follower that zeroes C.
+      const m = 150, n = 200, k = 90, mBig = 600, kBig = 700;
+      const A = randArray(mBig * kBig + 8, 1201), B0 = randArray(kBig * n, 1202), B1 = randArray(kBig * n, 1203), B2 = randArray(kBig * n, 1204);
+      const C0 = randArray(m * n, 1205), C1 = randArray(m * n, 1206), Cbig = randArray(mBig * n, 1207), Cz = randArray(m * n, 1208);
+      const buffers = [A, B0, B1, B2, C0, C1, Cbig, Cz];
+      const params = Int32Array.from([
+        ...task(0, 0, k, 1, 0, n, 4, 0, n, m, n, k, 0),
+        ...task(0, 0, k, 2, 0, n, 4, 0, n, m, n, k, GEMM_ACCUMULATE | GEMM_CHAIN),
+        ...task(0, 5, k, 3, 0, n, 4, 0, n, m, n, k, GEMM_ACCUMULATE | GEMM_CHAIN),
+        ...task(0, 7, k, 1, 0, n, 5, 0, n, m, n, k, 0),
+        ...task(0, 0, kBig, 1, 0, n, 6, 0, n, mBig, n, kBig, 0),
+        ...task(0, 3, kBig, 2, 0, n, 6, 0, n, mBig, n, kBig, GEMM_ACCUMULATE | GEMM_CHAIN),
+        ...task(0, 0, k, 2, 0, n, 7, 0, n, m, n, k, GEMM_ACCUMULATE),
+        ...task(0, 0, k, 2, 0, n, 7, 0, n, m, n, 0, GEMM_CHAIN),
+      ]);
+      const mine = buffers.map((b) => b.slice());
+      nb.gemm(mine, params);
+      const want = buffers.map((b) => b.slice());
+      ref.gemm(want, params); // the reference runs tasks in list order
+      for (const i of [4, 5, 6]) expectClose(mine[i], want[i], 1e-5, 1e-4, `chain output buffer ${i}`);
+      expect(mine[7].every((v) => v === 0), 'a k = 0 follower zeroes what its predecessor wrote').toBe(true);
+      for (const i of [0, 1, 2, 3]) expect(bitsEqual(mine[i], buffers[i]), `input ${i} unchanged`).toBe(true);
     });
 
     it('large problems that use the multi-threaded split (and k > the depth block)', () => {
