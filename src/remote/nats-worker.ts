@@ -92,7 +92,12 @@ let nc: NatsConnection;
 let requestId = (Math.random() * 0x100000000) >>> 0;
 /** "layer:expert" → instances hosting it. */
 let table = new Map<string, InstanceInfo[]>();
+/** Instances the last discovery found (what discover() reports). */
 let instances: InstanceInfo[] = [];
+/** Instances requests may go to: those found, plus those missing from up to MISSES_BEFORE_DROP - 1 discoveries in a row. */
+let routable: InstanceInfo[] = [];
+const missed = new Map<string, number>();
+const MISSES_BEFORE_DROP = 3;
 /** Instances set aside after a failure, until the time given (or until discovery drops them). */
 const suspect = new Map<string, number>();
 const turn = new Map<string, number>();
@@ -119,8 +124,22 @@ async function discover(): Promise<InstanceInfo[]> {
     }
     found.push({ id: info.id, direct, experts, metadata: md });
   }
+  // An instance that answered before but not this time (its event loop busy with a long block,
+  // say) stays routable for a few rounds: if it is really gone, the first request to its direct
+  // subject finds no subscriber and forget() drops it at once.
+  const alive = new Set(found.map((f) => f.id));
+  const kept = [...found];
+  for (const inst of routable) {
+    if (alive.has(inst.id)) continue;
+    const n = (missed.get(inst.id) ?? 0) + 1;
+    if (n < MISSES_BEFORE_DROP) {
+      missed.set(inst.id, n);
+      kept.push(inst);
+    } else missed.delete(inst.id);
+  }
+  for (const id of alive) missed.delete(id);
   const next = new Map<string, InstanceInfo[]>();
-  for (const inst of found) {
+  for (const inst of kept) {
     for (const k of inst.experts) {
       let list = next.get(k);
       if (!list) next.set(k, (list = []));
@@ -128,12 +147,13 @@ async function discover(): Promise<InstanceInfo[]> {
     }
   }
   for (const list of next.values()) list.sort((a, b) => (a.id < b.id ? -1 : 1));
-  const alive = new Set(found.map((f) => f.id));
-  for (const id of [...suspect.keys()]) if (!alive.has(id)) suspect.delete(id);
+  const keptIds = new Set(kept.map((f) => f.id));
+  for (const id of [...suspect.keys()]) if (!keptIds.has(id)) suspect.delete(id);
   table = next;
+  routable = kept;
   instances = found;
   // Chunks never exceed the smallest row limit any server of this model announced.
-  const caps = found.map((f) => Number(f.metadata.maxRows)).filter((n) => Number.isInteger(n) && n > 0);
+  const caps = kept.map((f) => Number(f.metadata.maxRows)).filter((n) => Number.isInteger(n) && n > 0);
   serverMaxRows = caps.length ? Math.min(...caps) : 65536;
   return found;
 }
@@ -162,6 +182,8 @@ function forget(id: string): void {
     if (kept.length !== list.length) table.set(k, kept);
   }
   instances = instances.filter((i) => i.id !== id);
+  routable = routable.filter((i) => i.id !== id);
+  missed.delete(id);
 }
 
 class AttemptError extends Error {
