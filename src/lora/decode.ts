@@ -101,7 +101,10 @@ class DecodeRoute implements AdapterRoute {
   private readonly n: number;
   private readonly g: Float32Array | null;
   private readonly l: Float32Array | null;
-  private cache: { plan?: DispatchPlan; gates?: Tensor | null; logits?: Tensor | null; auxLoss?: Tensor; stats?: AdapterRouteStats } = {};
+  private planMemo: DispatchPlan | null = null;
+  private gatesMemo: Tensor | null = null;
+  private logitsMemo: Tensor | null = null;
+  private statsMemo: AdapterRouteStats | null = null;
 
   constructor(experts: Int32Array, k: number, n: number, gates: Float32Array | null, logits: Float32Array | null) {
     this.experts = experts;
@@ -111,27 +114,31 @@ class DecodeRoute implements AdapterRoute {
     this.l = logits;
   }
 
+  /** Gate of each choice [T·k], or null for a single adapter (gate 1). */
   get gates(): Tensor | null {
-    if (this.cache.gates === undefined) this.cache.gates = this.g ? new Tensor(this.g, [this.g.length]) : null;
-    return this.cache.gates;
+    if (this.g && !this.gatesMemo) this.gatesMemo = new Tensor(this.g, [this.g.length]);
+    return this.gatesMemo;
   }
 
+  /** The dispatch plan of the choices (every assignment kept). */
   get plan(): DispatchPlan {
-    return (this.cache.plan ??= droplessPlan(this.experts, this.k, this.n));
+    return (this.planMemo ??= droplessPlan(this.experts, this.k, this.n));
   }
 
+  /** Router logits [T, n] (null for a single adapter). */
   get logits(): Tensor | null {
-    if (this.cache.logits === undefined) this.cache.logits = this.l ? new Tensor(this.l, [this.l.length / this.n, this.n]) : null;
-    return this.cache.logits;
+    if (this.l && !this.logitsMemo) this.logitsMemo = new Tensor(this.l, [this.l.length / this.n, this.n]);
+    return this.logitsMemo;
   }
 
+  /** No balancing loss at inference. */
   get auxLoss(): Tensor {
-    return (this.cache.auxLoss ??= Tensor.scalar(0));
+    return Tensor.scalar(0);
   }
 
   /** As the tensor path's inference stats: every assignment kept, router entropy left at 0. */
   get stats(): AdapterRouteStats {
     const T = this.experts.length / this.k;
-    return (this.cache.stats ??= routingStats(this.plan, T * this.k, null, T, 0, 0));
+    return (this.statsMemo ??= routingStats(this.plan, T * this.k, null, T, 0, 0));
   }
 }

@@ -188,9 +188,9 @@ export function groupedLoRAMixture(
     return r;
   });
   if (opts.into && N <= SMALL_ROWS) {
-    // Decoding (a token or a few): a few thousand multiply-adds, cheaper in plain loops than as
-    // four kernel calls. Float64 accumulation, so it may differ from the kernel path in the last
-    // bits; inference only (no tape).
+    // A few assignments (sequence-routed decoding; token routing uses the one-call path in
+    // decode.ts): a few thousand multiply-adds, cheaper in plain loops than as four kernel calls.
+    // Float64 accumulation, so it may differ from the kernel path in the last bits; inference only.
     smallMixture(x, d, tokenIndex, offsets, factors, ranks, w ? requireFloat(w, 'groupedLoRAMixture.w') : null, outFeatures, opts.into);
     return new Tensor(opts.into, [T, outFeatures]);
   }

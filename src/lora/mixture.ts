@@ -6,8 +6,10 @@
  * Linear: the base runs once; the router picks adapters per token (or per sequence, or all of them);
  * tokens are sorted by adapter with the MoE dispatch plan; one grouped GEMM applies every A_e to its
  * token block, one applies every B_e; a weighted scatter-add brings rows back. No dense ΔW, no second
- * pass of the base. The base's parameters stop requiring grad, so they get no gradient and no
- * optimizer state; the wrapper's parameters() are the trainable adapter and router tensors only.
+ * pass of the base. A few token rows at inference (decoding) take one fused backend call per
+ * Linear instead (router + low-rank update, src/lora/decode.ts). The base's parameters stop
+ * requiring grad, so they get no gradient and no optimizer state; the wrapper's parameters() are
+ * the trainable adapter and router tensors only.
  *
  * The base model is adapted in place (its Linears' forward is redirected) until detach().
  */
