@@ -4,8 +4,10 @@
  * One NATS service (`switchyard-experts`, metadata: model id, dModel, hosted experts) per
  * process, with one endpoint per hosted expert on `switchyard.experts.<model>.<layer>.<expert>`
  * in the queue group `switchyard-experts` (replicas share the load; NATS delivers each request
- * to one of them), a `direct` endpoint only this instance listens on (routers target a chosen
- * replica there; layer and expert come from the header), and a `stats` endpoint (JSON).
+ * to one of them), a `direct` endpoint only this instance listens on (routers send it one
+ * batched frame per layer with all the blocks they chose this instance for, run as one grouped
+ * FFN call; single-expert messages are accepted there too, layer and expert from the header),
+ * and a `stats` endpoint (JSON).
  * Health, load and per-endpoint timings are also visible through the NATS service API
  * ($SRV.PING / $SRV.INFO / $SRV.STATS).
  *

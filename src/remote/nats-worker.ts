@@ -1,19 +1,27 @@
 /**
  * The router's NATS side, in a worker thread: MoELayer.forward is synchronous, so RemoteExperts
  * (main thread) writes a layer's rows to shared memory, posts one `run` message and blocks in
- * Atomics.wait while this thread sends every expert's block as one request, all in parallel,
- * writes the replies into the shared output, posts a summary on the sync port and wakes it.
+ * Atomics.wait while this thread sends the requests, writes the replies into the shared output,
+ * posts a summary on the sync port and wakes it.
  *
- * Replica choice: service discovery ($SRV.INFO) lists each server instance and the experts it
- * hosts. A request goes to one replica's own (direct) subject, replicas taken in turn (none
- * known: the expert's queue-group subject, where NATS picks one). The request is retried once:
- * - the replica is gone (no subscriber on its direct subject): it leaves the table and the retry
- *   goes to the queue group, which only live replicas are in (one started since the last
- *   discovery included), so it reaches another replica whenever one is alive;
- * - timeout or error (the replica is alive but slow or failing): it is set aside for a while and
- *   the retry goes to another known replica's direct subject; with no other replica known, to
- *   the queue group, which may deliver it to the same replica if that is the only live one.
- * Discovery repeats in the background and after failures.
+ * Inference forwards are batched per server instance: service discovery ($SRV.INFO) lists each
+ * instance and the experts it hosts; every expert block of the layer is given to one live
+ * replica (largest blocks first, each to the replica with the fewest rows so far, so replicas
+ * share the load), and each instance gets one frame on its own (direct) subject with all its
+ * blocks (more only when they exceed NATS' max payload or the server's --max-rows). A round
+ * trip costs far more than the bytes at these sizes, so this is one request per instance per
+ * layer instead of one per expert. An expert no instance is known for goes to its queue-group
+ * subject (one single-block message; NATS picks a live replica) and triggers a discovery.
+ *
+ * Retry, once, of a failed frame's blocks:
+ * - the instance is gone (no subscriber on its direct subject): it leaves the table; its blocks
+ *   go to other known replicas, batched, or else to their queue groups, which only live replicas
+ *   are in (one started since the last discovery included);
+ * - timeout or error (alive but slow or failing): it is set aside for a while and the blocks go
+ *   to other known replicas, or else to the queue groups, which may deliver them to the same
+ *   replica if that is the only live one.
+ * Fine-tuning (train/backward) stays one request per expert block, pinned to one replica (the
+ * activations live there). Discovery repeats in the background and after failures.
  */
 import { parentPort, workerData, type MessagePort } from 'node:worker_threads';
 import { connect, ErrorCode, NatsError, RequestStrategy, ServiceError, type Msg, type NatsConnection } from 'nats';

@@ -1,14 +1,15 @@
 /**
  * RemoteExperts: an MoELayer ExpertSource whose experts run in `switchyard expert-server`
- * processes reached over NATS (expert parallelism). After routing, each expert's contiguous
- * block of rows goes out as one binary request (src/remote/protocol.ts), every expert of the
- * layer in parallel; the replies are the exact rows groupedExpertFFN would have produced, so
- * the layer combines them exactly as it does locally. Experts named in `local` run in this
+ * processes reached over NATS (expert parallelism). After routing, each server instance gets
+ * one binary request per layer carrying the contiguous row blocks of all the experts it computes
+ * (a batched frame, src/remote/protocol.ts), every instance in parallel; the replies are the
+ * exact rows groupedExpertFFN would have produced, so the layer combines them exactly as it does
+ * locally. Experts named in `local` run in this
  * process (from the layer's own weights or a given ExpertSource, e.g. an ExpertStore) while the
  * remote ones are in flight.
  *
- * Faults (per request): `timeoutMs`; on a timeout or error the request is retried once on
- * another replica (see nats-worker.ts for how the replica is chosen); when no replica answers,
+ * Faults (per request): `timeoutMs`; on a timeout or error its blocks are retried once on
+ * other replicas (see nats-worker.ts for how replicas are chosen); when no replica answers,
  * onFailure 'fail' throws a RemoteExpertError naming the layer and the expert, 'drop' leaves
  * that expert's rows at zero, i.e. drops its contribution for those tokens exactly as capacity
  * dropping does (the residual connection carries them), and counts them in stats().
