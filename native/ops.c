@@ -431,6 +431,8 @@ typedef struct {
   const int32_t *idx;
   float *out;
   int64_t nidx, cols, per_item, out_rows, nparts;
+  const int64_t *start; /* row split: CSR of the sources of each output row */
+  const int32_t *order;
 } gs_ctx;
 
 static void gather_item(void *vc, int64_t item, int tid) {
@@ -461,22 +463,16 @@ static void scatter_cols_item(void *vc, int64_t item, int tid) {
   sy_ew_impl->scatter_add(c->src, c->idx, c->w, c->nidx, c->cols, c0, c1, c->out);
 }
 
-/* Row split (narrow rows): item owns output rows [r0, r1) and scans idx in increasing i. */
+/* Row split (narrow rows): item owns output rows [r0, r1); row r's sources are order[start[r] ..
+ * start[r+1]), a stable counting sort of idx, so each row adds its sources in increasing i exactly
+ * as the serial kernel does, and the split costs O(nidx) in all instead of a scan per item. */
 static void scatter_rows_item(void *vc, int64_t item, int tid) {
   (void)tid;
   const gs_ctx *c = (const gs_ctx *)vc;
   int64_t r0 = item * c->per_item, r1 = min64(c->out_rows, r0 + c->per_item);
-  for (int64_t i = 0; i < c->nidx; i++) {
-    int64_t r = c->idx[i];
-    if (r < r0 || r >= r1) continue;
-    float *o = c->out + r * c->cols;
-    const float *s = c->src + i * c->cols;
-    if (c->w) {
-      double wi = (double)c->w[i];
-      for (int64_t k = 0; k < c->cols; k++) o[k] = (float)((double)o[k] + wi * (double)s[k]);
-    } else {
-      for (int64_t k = 0; k < c->cols; k++) o[k] = o[k] + s[k];
-    }
+  for (int64_t q = c->start[r0]; q < c->start[r1]; q++) {
+    int64_t i = c->order[q]; /* rows in order, each row's sources in increasing i */
+    sy_ew_impl->scatter_add(c->src + i * c->cols, c->idx + i, c->w ? c->w + i : NULL, 1, c->cols, 0, c->cols, c->out);
   }
 }
 
@@ -493,9 +489,23 @@ void sy_op_scatter_add_rows(const float *src, const int32_t *idx, const float *w
     c.per_item = 64; /* fixed column blocks */
     sy_parallel_for(cdiv(cols, c.per_item), scatter_cols_item, &c);
   } else {
+    int64_t *start = (int64_t *)calloc((size_t)out_rows + 1, sizeof(int64_t));
+    int32_t *order = (int32_t *)malloc(sizeof(int32_t) * (size_t)nidx);
+    if (!start || !order) abort();
+    for (int64_t i = 0; i < nidx; i++) start[idx[i] + 1]++;
+    for (int64_t r = 0; r < out_rows; r++) start[r + 1] += start[r];
+    int64_t *fill = (int64_t *)malloc(sizeof(int64_t) * (size_t)(out_rows > 0 ? out_rows : 1));
+    if (!fill) abort();
+    memcpy(fill, start, sizeof(int64_t) * (size_t)out_rows);
+    for (int64_t i = 0; i < nidx; i++) order[fill[idx[i]]++] = (int32_t)i;
+    free(fill);
+    c.start = start;
+    c.order = order;
     int64_t parts = 4 * (int64_t)sy_threads();
     c.per_item = max64(1, cdiv(out_rows, parts));
     sy_parallel_for(cdiv(out_rows, c.per_item), scatter_rows_item, &c);
+    free(start);
+    free(order);
   }
 }
 
