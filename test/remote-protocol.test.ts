@@ -102,7 +102,7 @@ describe('batched frames (several expert blocks of one layer in one message)', (
         (experts, cols, requestId, seed) => {
           const sorted = [...experts].sort((a, b) => a - b);
           const rows = sorted.map((e, i) => 1 + ((e * 7 + i + seed) % 4));
-          const srcRows = rows.reduce((a, b) => a + b, 0) + 5;
+          const srcRows = rows.reduce((a, b) => a + b, 0) + sorted.length; // room for a 1-row gap after each block
           const src = new Float32Array(srcRows * cols);
           const bits = new Uint32Array(src.buffer);
           for (let i = 0; i < bits.length; i++) bits[i] = (Math.random() * 0xffffffff) >>> 0;
@@ -171,6 +171,7 @@ describe('batched frames (several expert blocks of one layer in one message)', (
     expectProtocolError(() => decodeBatch(good, { maxRows: 10, maxBytes: 50 }), 'bytes');
     expectProtocolError(() => encodeBatch(bhead, [], new Float32Array(0)), 'blocks');
     expectProtocolError(() => encodeBatch(bhead, [{ expert: 0, rows: 4, row0: 1 }], new Float32Array(9)), 'data');
+    expectProtocolError(() => encodeBatch(bhead, [{ expert: 0, rows: 1, row0: -1 }], new Float32Array(9)), 'row0');
     expect(decodeBatch(good).blocks).toEqual(blocks);
   });
 });

@@ -210,6 +210,7 @@ export function encodeBatch(
     dv.setUint32(HEADER_BYTES + 8 * i, b.expert, true);
     dv.setUint32(HEADER_BYTES + 8 * i + 4, b.rows, true);
     const r0 = b.row0 ?? next;
+    if (!Number.isInteger(r0) || r0 < 0) throw new ProtocolError('row0', r0, `block ${i} (expert ${b.expert}) must start at a row index >= 0`);
     next = r0 + b.rows;
     const src = data.subarray(r0 * cols, (r0 + b.rows) * cols);
     if (src.length !== b.rows * cols) throw new ProtocolError('data', data.length, `holds no rows ${r0}..${r0 + b.rows - 1} of ${cols} floats`);
