@@ -489,9 +489,10 @@ void sy_op_scatter_add_rows(const float *src, const int32_t *idx, const float *w
     c.per_item = 64; /* fixed column blocks */
     sy_parallel_for(cdiv(cols, c.per_item), scatter_cols_item, &c);
   } else {
-    int64_t *start = (int64_t *)calloc((size_t)out_rows + 1, sizeof(int64_t));
+    int64_t *start = (int64_t *)malloc(sizeof(int64_t) * ((size_t)out_rows + 1)); /* no calloc in the wasm runtime */
     int32_t *order = (int32_t *)malloc(sizeof(int32_t) * (size_t)nidx);
     if (!start || !order) abort();
+    memset(start, 0, sizeof(int64_t) * ((size_t)out_rows + 1));
     for (int64_t i = 0; i < nidx; i++) start[idx[i] + 1]++;
     for (int64_t r = 0; r < out_rows; r++) start[r + 1] += start[r];
     int64_t *fill = (int64_t *)malloc(sizeof(int64_t) * (size_t)(out_rows > 0 ? out_rows : 1));
