@@ -62,6 +62,41 @@ function cleanup() {
 process.on('exit', cleanup);
 process.on('SIGINT', () => process.exit(130));
 
+// The transport alone: P echo processes on the same nats-server answer the bytes one layer sends
+// each instance (tokens·k·dModel float32 rows split over P), layer after layer, with no compute.
+// local step + this is the fastest any remote step could be on this machine and broker.
+const ECHO = `const { connect } = require(${JSON.stringify(join(root, 'node_modules', 'nats'))});
+(async () => { const nc = await connect({ servers: process.argv[1] }); const sub = nc.subscribe(process.argv[2]);
+  console.log('echo ready'); for await (const m of sub) m.respond(m.data); })();`;
+
+async function transportFloor(url, localStepSeconds) {
+  const { connect } = await import('nats');
+  const nc = await connect({ servers: url });
+  const layers = DEMO_LM.nLayers, k = DEMO_LM.moe.router.k, d = DEMO_LM.dModel;
+  const echoes = [];
+  for (let i = 0; i < Math.max(...PROCS); i++) {
+    const proc = track(spawn(process.execPath, ['-e', ECHO, url, `bench.echo.${i}`], { stdio: ['ignore', 'pipe', 'inherit'] }));
+    echoes.push(waitLine(proc, 'stdout', /echo ready/, 30_000, 'echo responder'));
+  }
+  await Promise.all(echoes);
+  console.log(`\n  transport floor: ${layers} sequential rounds per step of P parallel NATS echoes carrying each instance's rows (no compute), ${STEPS * 5} steps, medians:`);
+  console.log(`  ${'tokens'.padStart(8)} ${'P'.padStart(3)} ${'bytes/request'.padStart(14)} ${'echo ms/step'.padStart(13)} ${'best remote vs local'.padStart(21)}`);
+  for (const [tokens, stepS] of localStepSeconds) {
+    for (const P of PROCS) {
+      const payload = new Uint8Array(Math.ceil((tokens * k * d * 4) / P));
+      const times = [];
+      for (let s = 0; s < STEPS * 5 + 3; s++) {
+        const t0 = process.hrtime.bigint();
+        for (let l = 0; l < layers; l++) await Promise.all(Array.from({ length: P }, (_, i) => nc.request(`bench.echo.${i}`, payload, { timeout: 30_000 })));
+        if (s >= 3) times.push(Number(process.hrtime.bigint() - t0) / 1e9);
+      }
+      const floor = median(times);
+      console.log(`  ${String(tokens).padStart(8)} ${String(P).padStart(3)} ${String(payload.length).padStart(14)} ${(floor * 1e3).toFixed(2).padStart(13)} ${(stepS / (stepS + floor)).toFixed(2).padStart(20)}x`);
+    }
+  }
+  await nc.close();
+}
+
 async function main() {
   const dir = await mkdtemp(join(os.tmpdir(), 'switchyard-bench-remote-'));
   try {
@@ -90,6 +125,7 @@ async function main() {
       if (rep.instances.length !== P) throw new Error(`expected ${P} expert servers for bench-p${P}, found ${rep.instances.length}`);
       routers.push({ name: `${P} expert servers`, P, model: served.model, remote, close: async () => { await remote.close(); await served.close(); } });
     }
+    const localStepSeconds = new Map();
     console.log(`\nRemote experts over NATS (demo model: ${DEMO_LM.nLayers} MoE layers, ${E} experts top-${DEMO_LM.moe.router.k}, dModel ${DEMO_LM.dModel}; forward only; loopback; ${ROUNDS} rounds x ${STEPS} steps, medians; expert servers with SWITCHYARD_THREADS=${PROCS.map(SERVER_THREADS).join('/')} for ${PROCS.join('/')} servers)`);
     for (const [B, T] of SHAPES) {
       const tokens = B * T;
@@ -122,6 +158,7 @@ async function main() {
         }
       }
       const base = median(rates.get('local'));
+      localStepSeconds.set(tokens, tokens / base);
       console.log(`\n  ${tokens} tokens per step (batch ${B} x ${T}):`);
       console.log(`  ${'config'.padEnd(20)} ${'tokens/s'.padStart(10)} ${'vs local'.padStart(9)} ${'bytes/token'.padStart(12)} ${'requests/step'.padStart(14)}`);
       for (const c of configs) {
@@ -130,6 +167,7 @@ async function main() {
         console.log(`  ${c.name.padEnd(20)} ${r.toFixed(0).padStart(10)} ${(r / base).toFixed(2).padStart(8)}x ${(m ? m.bytesPerToken.toFixed(0) : '-').padStart(12)} ${(m ? m.requestsPerStep.toFixed(0) : '-').padStart(14)}${m?.retries ? `  (${m.retries} retries)` : ''}`);
       }
     }
+    await transportFloor(url, localStepSeconds);
     console.log(`  (goal: remote at least 0.70x local at >= 64 tokens per step; bytes/token = float32 rows out and back, ${DEMO_LM.nLayers} layers x k=${DEMO_LM.moe.router.k} x 2 x ${DEMO_LM.dModel} x 4 B = ${DEMO_LM.nLayers * DEMO_LM.moe.router.k * 2 * DEMO_LM.dModel * 4} B, plus per frame a 32-byte header and 8 bytes per expert block)`);
     for (const r of routers) await r.close();
     await local.close();
