@@ -76,37 +76,19 @@ static void macro_block(const sy_gemm_isa *isa, const sy_gemm_task *t, int i0, i
   }
 }
 
-/*
- * Whether a task's C may be written with non-temporal stores (micro-kernel acc = 2): asked for
- * (GEMM_STREAM), one depth block (a later block would read C back), and an ISA that supports it.
- */
-static int streams_c(const sy_gemm_isa *isa, const sy_gemm_task *t) {
-#if defined(__x86_64__) || defined(_M_X64)
-  return t->stream && !t->accumulate && t->k <= isa->kc && isa == &sy_gemm_isa_avx512;
-#else
-  (void)isa;
-  (void)t;
-  return 0;
-#endif
-}
-
 /* C rows [i0, i1) x cols [j0, j1) of a task (k > 0) on the calling thread, thread-local packing. */
 static void region_serial(const sy_gemm_isa *isa, const sy_gemm_task *t, int i0, int i1, int j0, int j1) {
   const int KC = isa->kc, NR = isa->nr;
   const int NC = (SY_GEMM_NC / NR) * NR;
-  const int stream = streams_c(isa, t);
   for (int jc = j0; jc < j1; jc += NC) {
     int ncb = imin(NC, j1 - jc);
     for (int p0 = 0; p0 < t->k; p0 += KC) {
       int kcb = imin(KC, t->k - p0);
       float *bp = sy_scratch(1, (size_t)KC * (size_t)(NC + NR) + 64);
       isa->pack_b(t->trans_b, b_at(t, p0, jc), t->ldb, kcb, ncb, bp);
-      macro_block(isa, t, i0, i1, jc, jc + ncb, p0, kcb, bp, t->accumulate || p0 > 0 ? 1 : stream ? 2 : 0);
+      macro_block(isa, t, i0, i1, jc, jc + ncb, p0, kcb, bp, t->accumulate || p0 > 0);
     }
   }
-#if defined(__x86_64__) || defined(_M_X64)
-  if (stream) __builtin_ia32_sfence(); /* order the streamed stores before the pool's completion signal */
-#endif
 }
 
 /* Whole task on the calling thread with thread-local pack buffers. */

@@ -8,7 +8,6 @@
 
 #if defined(__x86_64__) && defined(__AVX512F__)
 #include <immintrin.h>
-#include <stdint.h>
 #include <string.h>
 
 #define MR 14
@@ -142,11 +141,9 @@ SY_INLINE void micro_gen(const int R, const int NV, int64_t kc, const float *SY_
     cr[i][0] = _mm512_setzero_ps();
     cr[i][1] = _mm512_setzero_ps();
   }
-  if (acc != 2) {
-    for (int i = 0; i < mr; i++) {
-      _mm_prefetch((const char *)(c + i * ldc), _MM_HINT_T0);
-      if (NV > 1) _mm_prefetch((const char *)(c + i * ldc + 16), _MM_HINT_T0);
-    }
+  for (int i = 0; i < mr; i++) {
+    _mm_prefetch((const char *)(c + i * ldc), _MM_HINT_T0);
+    if (NV > 1) _mm_prefetch((const char *)(c + i * ldc + 16), _MM_HINT_T0);
   }
   for (int64_t l = 0; l < kc; l++) {
     _mm_prefetch((const char *)(bp + 8 * NR), _MM_HINT_T0);
@@ -168,18 +165,12 @@ SY_INLINE void micro_gen(const int R, const int NV, int64_t kc, const float *SY_
       if (i < mr) {
         float *cp = c + (int64_t)i * ldc;
         __m512 v0 = cr[i][0], v1 = cr[i][1];
-        if (acc == 1) {
+        if (acc) {
           v0 = _mm512_add_ps(_mm512_loadu_ps(cp), v0);
           if (NV > 1) v1 = _mm512_add_ps(_mm512_loadu_ps(cp + 16), v1);
         }
-        if (acc == 2 && ((uintptr_t)cp & 63) == 0) {
-          /* write-only C (a weight gradient): stream past the cache, no read for ownership */
-          _mm512_stream_ps(cp, v0);
-          if (NV > 1) _mm512_stream_ps(cp + 16, v1);
-        } else {
-          _mm512_storeu_ps(cp, v0);
-          if (NV > 1) _mm512_storeu_ps(cp + 16, v1);
-        }
+        _mm512_storeu_ps(cp, v0);
+        if (NV > 1) _mm512_storeu_ps(cp + 16, v1);
       }
     }
   } else {
@@ -189,7 +180,7 @@ SY_INLINE void micro_gen(const int R, const int NV, int64_t kc, const float *SY_
       if (i < mr) {
         float *cp = c + (int64_t)i * ldc;
         __m512 v0 = cr[i][0], v1 = cr[i][1];
-        if (acc == 1) {
+        if (acc) {
           v0 = _mm512_add_ps(_mm512_maskz_loadu_ps(m0, cp), v0);
           if (NV > 1) v1 = _mm512_add_ps(_mm512_maskz_loadu_ps(m1, cp + 16), v1);
         }

@@ -45,8 +45,7 @@ typedef struct sy_gemm_task {
   int64_t lda, ldb, ldc;
   int m, n, k;
   int trans_a, trans_b, accumulate;
-  int chain;  /* runs after the previous task of the list (GEMM_CHAIN) */
-  int stream; /* C is write-only here (GEMM_STREAM): may be stored past the cache */
+  int chain; /* runs after the previous task of the list (GEMM_CHAIN) */
 } sy_gemm_task;
 
 /* Per-ISA GEMM building blocks. Packed layouts:
@@ -61,8 +60,7 @@ typedef struct sy_gemm_isa {
   int mc;       /* rows per packed A block (multiple of mr) */
   void (*pack_a)(int trans, const float *a, int64_t lda, int mc, int kc, float *ap);
   void (*pack_b)(int trans, const float *b, int64_t ldb, int kc, int nc, float *bp);
-  /* C[mr_eff x nr_eff] (+)= Ap-panel · Bp-panel over kc; acc=0 overwrites, acc=1 accumulates;
-   * acc=2 (only for an ISA with `streams`) overwrites with non-temporal stores where aligned. */
+  /* C[mr_eff x nr_eff] (+)= Ap-panel · Bp-panel over kc; acc=0 overwrites. */
   void (*micro)(int64_t kc, const float *ap, const float *bp, float *c, int64_t ldc, int mr_eff,
                 int nr_eff, int acc);
 } sy_gemm_isa;

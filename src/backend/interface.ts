@@ -52,12 +52,6 @@ export const GEMM_ACCUMULATE = 4;
  * as one task pair instead of two calls.
  */
 export const GEMM_CHAIN = 8;
-/**
- * Flags bit, a hint: C is written, not read, and not needed again soon (a weight gradient), so a
- * backend may store it past the cache (the native AVX-512 path uses non-temporal stores when the
- * task overwrites C in one depth block). Results are unchanged.
- */
-export const GEMM_STREAM = 16;
 
 /** Number of int32 entries describing one task in `gemmGated`'s `params` array. */
 export const GEMM_GATED_PARAMS = 21;

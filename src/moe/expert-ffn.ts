@@ -8,7 +8,7 @@
  * number of experts, only with the rows routed.
  */
 import type { Activation } from '../backend/interface.js';
-import { GEMM_ACCUMULATE, GEMM_CHAIN, GEMM_STREAM, GEMM_TRANS_A, GEMM_TRANS_B } from '../backend/interface.js';
+import { GEMM_ACCUMULATE, GEMM_CHAIN, GEMM_TRANS_A, GEMM_TRANS_B } from '../backend/interface.js';
 import { RangeValueError, ShapeError } from '../errors.js';
 import { acquireScratch, releaseScratch } from '../backend/scratch.js';
 import { GatedGemmTasks, GemmTasks } from '../ops/gemm-tasks.js';
@@ -110,15 +110,14 @@ function ffnBackward(tape: FFNTape, x: Float32Array, N: number, d: number, dFF: 
   const weightGrad = (w: Tensor): WeightGrad => {
     if (!w.requiresGrad) return null;
     const sink = leafGradSink(w);
-    // An overwritten gradient is only written here (the optimizer reads it later): GEMM_STREAM.
-    if (sink) return { data: sink.data, flags: sink.accumulate ? GEMM_ACCUMULATE : GEMM_STREAM, sunk: true };
-    return { data: new Float32Array(w.size), flags: GEMM_STREAM, sunk: false };
+    if (sink) return { data: sink.data, flags: sink.accumulate ? GEMM_ACCUMULATE : 0, sunk: true };
+    return { data: new Float32Array(w.size), flags: 0, sunk: false };
   };
   const dW2 = weights.w2.map(weightGrad);
   // An expert with no rows: an overwritten gradient must still become zeros (a k = 0 task
   // writes zeros); an accumulated or freshly allocated one needs nothing.
   const weightTask = (t: GemmTasks, a: Float32Array, aOff: number, lda: number, b: Float32Array, bOff: number, ldb: number, wg: WeightGrad, ldc: number, rows: number, cols: number, m: number): void => {
-    if (!wg || (m === 0 && ((wg.flags & GEMM_ACCUMULATE) !== 0 || !wg.sunk))) return;
+    if (!wg || (m === 0 && (wg.flags !== 0 || !wg.sunk))) return;
     t.add(a, aOff, lda, b, bOff, ldb, wg.data, 0, ldc, rows, cols, m, GEMM_TRANS_A | wg.flags);
   };
   // 1) dH1, dH3 (or dH1 alone): through dHidden = dY_e · W2_e and the activation.

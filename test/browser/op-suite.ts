@@ -11,7 +11,6 @@ import {
   GEMM_CHAIN,
   GEMM_GATED_PARAMS,
   GEMM_PARAMS,
-  GEMM_STREAM,
   GEMM_TRANS_A,
   GEMM_TRANS_B,
   LORA_MIX_ALL,
@@ -538,23 +537,6 @@ export function gemmTests(nb: Backend, setup: () => void): void {
       for (const i of [4, 5, 6]) expectClose(mine[i], want[i], 1e-5, 1e-4, `chain output buffer ${i}`);
       expect(mine[7].every((v) => v === 0), 'a k = 0 follower zeroes what its predecessor wrote').toBe(true);
       for (const i of [0, 1, 2, 3]) expect(bitsEqual(mine[i], buffers[i]), `input ${i} unchanged`).toBe(true);
-    });
-
-    it('GEMM_STREAM (write-only C hint) changes no bit: aligned and unaligned C, one and several depth blocks, with accumulate', () => {
-      setup();
-      let seed = 1300;
-      for (const [m, n, k] of [[64, 256, 200], [300, 96, 700], [33, 47, 65]])
-        for (const off of [0, 3, 16])
-          for (const flags of [GEMM_TRANS_A, GEMM_TRANS_A | GEMM_ACCUMULATE, 0]) {
-            const c = singleCase(m, n, k, flags, seed++, { off });
-            const plain = c.buffers.map((b) => b.slice());
-            nb.gemm(plain, c.params);
-            const streamed = c.buffers.map((b) => b.slice());
-            const p = c.params.slice();
-            p[12] |= GEMM_STREAM;
-            nb.gemm(streamed, p);
-            expect(bitsEqual(streamed[2], plain[2]), `m=${m} n=${n} k=${k} off=${off} flags=${flags}`).toBe(true);
-          }
     });
 
     it('large problems that use the multi-threaded split (and k > the depth block)', () => {
