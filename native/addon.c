@@ -213,6 +213,29 @@ static napi_value undef(napi_env env) {
 
 #define GEMM_PARAMS 13
 
+/* Resolve an array of typed arrays: ok[i] = 1 with its data and length for a Float32Array. */
+static void buffer_table(napi_env env, napi_value arr, uint32_t nbuf, float **bufs, int64_t *lens, signed char *ok) {
+  for (uint32_t i = 0; i < nbuf; i++) {
+    napi_value v;
+    napi_get_element(env, arr, i, &v);
+    bool is_ta = false;
+    napi_is_typedarray(env, v, &is_ta);
+    ok[i] = 0;
+    bufs[i] = NULL;
+    lens[i] = 0;
+    if (!is_ta) continue;
+    napi_typedarray_type type;
+    size_t length;
+    void *ptr;
+    napi_get_typedarray_info(env, v, &type, &length, &ptr, NULL, NULL);
+    if (type == napi_float32_array) {
+      ok[i] = 1;
+      bufs[i] = (float *)ptr;
+      lens[i] = (int64_t)length;
+    }
+  }
+}
+
 static napi_value js_gemm(napi_env env, napi_callback_info info) {
   call_t c;
   if (!begin(&c, env, info, "gemm", 2)) return NULL;
@@ -256,26 +279,7 @@ static napi_value js_gemm(napi_env env, napi_callback_info info) {
     throw_range(&c, "out of memory");
     goto done;
   }
-  for (uint32_t i = 0; i < nbuf; i++) {
-    napi_value v;
-    napi_get_element(env, c.argv[0], i, &v);
-    bool is_ta = false;
-    napi_is_typedarray(env, v, &is_ta);
-    okf[i] = 0;
-    bufs[i] = NULL;
-    lens[i] = 0;
-    if (is_ta) {
-      napi_typedarray_type type;
-      size_t length;
-      void *ptr;
-      napi_get_typedarray_info(env, v, &type, &length, &ptr, NULL, NULL);
-      if (type == napi_float32_array) {
-        okf[i] = 1;
-        bufs[i] = (float *)ptr;
-        lens[i] = (int64_t)length;
-      }
-    }
-  }
+  buffer_table(env, c.argv[0], nbuf, bufs, lens, okf);
   for (int64_t t = 0; t < ntasks; t++) {
     const int32_t *p = params + t * GEMM_PARAMS;
     int32_t ab = p[0], ao = p[1], lda = p[2], bb = p[3], bo = p[4], ldb = p[5], cb = p[6], co = p[7], ldc = p[8];
@@ -361,12 +365,13 @@ done:
 
 /* Resolve buffers[bi] + off as a matrix of rows x cols (leading dim ld, or cols-contiguous). */
 static int gated_matrix(call_t *c, int64_t t, const char *name, int32_t bi, int32_t off, int64_t rows, int64_t cols,
-                        int64_t ld, uint32_t nbuf, float *const *bufs, const int64_t *lens, float **out) {
+                        int64_t ld, uint32_t nbuf, float *const *bufs, const int64_t *lens, const signed char *okf,
+                        float **out) {
   if (bi < 0 || (uint32_t)bi >= nbuf) {
     throw_range(c, "task %lld: %s=%d names a missing buffer (%u buffers)", (long long)t, name, bi, nbuf);
     return 0;
   }
-  if (!bufs[bi]) {
+  if (!okf[bi]) {
     throw_type(c, "task %lld: buffers[%d] (%s) is not a Float32Array", (long long)t, bi, name);
     return 0;
   }
@@ -418,26 +423,13 @@ static napi_value js_gemm_gated(napi_env env, napi_callback_info info) {
   }
   float **bufs = (float **)calloc(nbuf ? nbuf : 1, sizeof(float *));
   int64_t *lens = (int64_t *)calloc(nbuf ? nbuf : 1, sizeof(int64_t));
+  signed char *okf = (signed char *)calloc(nbuf ? nbuf : 1, 1);
   sy_gated_task *tasks = (sy_gated_task *)calloc((size_t)ntasks, sizeof(sy_gated_task));
-  if (!bufs || !lens || !tasks) {
+  if (!bufs || !lens || !okf || !tasks) {
     throw_range(&c, "out of memory");
     goto done;
   }
-  for (uint32_t i = 0; i < nbuf; i++) {
-    napi_value v;
-    napi_get_element(env, c.argv[2], i, &v);
-    bool is_ta = false;
-    napi_is_typedarray(env, v, &is_ta);
-    if (!is_ta) continue;
-    napi_typedarray_type type;
-    size_t length;
-    void *ptr;
-    napi_get_typedarray_info(env, v, &type, &length, &ptr, NULL, NULL);
-    if (type == napi_float32_array) {
-      bufs[i] = (float *)ptr;
-      lens[i] = (int64_t)length;
-    }
-  }
+  buffer_table(env, c.argv[2], nbuf, bufs, lens, okf);
   for (int64_t t = 0; t < ntasks; t++) {
     const int32_t *p = params + t * GATED_PARAMS;
     int32_t lda = p[2], ldb = p[7], ld = p[16], m = p[17], n = p[18], k = p[19], tb = p[20] != 0;
@@ -451,16 +443,16 @@ static napi_value js_gemm_gated(napi_env env, napi_callback_info info) {
       goto done;
     }
     float *a, *b1, *b3 = NULL, *c1, *c3, *o1, *o3 = NULL;
-    if (!gated_matrix(&c, t, "aBuf", p[0], p[1], m, k, lda, nbuf, bufs, lens, &a)) goto done;
-    if (!gated_matrix(&c, t, "b1Buf", p[3], p[4], tb ? n : k, tb ? k : n, ldb, nbuf, bufs, lens, &b1)) goto done;
+    if (!gated_matrix(&c, t, "aBuf", p[0], p[1], m, k, lda, nbuf, bufs, lens, okf, &a)) goto done;
+    if (!gated_matrix(&c, t, "b1Buf", p[3], p[4], tb ? n : k, tb ? k : n, ldb, nbuf, bufs, lens, okf, &b1)) goto done;
     if (mode == SY_GATED_UP &&
-        !gated_matrix(&c, t, "b3Buf", p[5], p[6], tb ? n : k, tb ? k : n, ldb, nbuf, bufs, lens, &b3))
+        !gated_matrix(&c, t, "b3Buf", p[5], p[6], tb ? n : k, tb ? k : n, ldb, nbuf, bufs, lens, okf, &b3))
       goto done;
-    if (!gated_matrix(&c, t, "c1Buf", p[8], p[9], m, n, ld, nbuf, bufs, lens, &c1)) goto done;
-    if (!gated_matrix(&c, t, "c3Buf", p[10], p[11], m, n, ld, nbuf, bufs, lens, &c3)) goto done;
-    if (!gated_matrix(&c, t, "o1Buf", p[12], p[13], m, n, ld, nbuf, bufs, lens, &o1)) goto done;
+    if (!gated_matrix(&c, t, "c1Buf", p[8], p[9], m, n, ld, nbuf, bufs, lens, okf, &c1)) goto done;
+    if (!gated_matrix(&c, t, "c3Buf", p[10], p[11], m, n, ld, nbuf, bufs, lens, okf, &c3)) goto done;
+    if (!gated_matrix(&c, t, "o1Buf", p[12], p[13], m, n, ld, nbuf, bufs, lens, okf, &o1)) goto done;
     if (mode == SY_GATED_DOWN_GRAD &&
-        !gated_matrix(&c, t, "o3Buf", p[14], p[15], m, n, ld, nbuf, bufs, lens, &o3))
+        !gated_matrix(&c, t, "o3Buf", p[14], p[15], m, n, ld, nbuf, bufs, lens, okf, &o3))
       goto done;
     T->a = a;
     T->b1 = b1;
@@ -481,6 +473,7 @@ static napi_value js_gemm_gated(napi_env env, napi_callback_info info) {
 done:
   free(bufs);
   free(lens);
+  free(okf);
   free(tasks);
   return c.failed ? NULL : undef(env);
 }

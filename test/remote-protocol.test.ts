@@ -9,6 +9,17 @@ import { ConfigError } from '../src/errors.js';
 import { batchBytes, decodeBatch, decodeMessage, encodeBatch, encodeMessage, HEADER_BYTES, isBatchFrame, KIND_BATCH_FORWARD, KIND_BATCH_REPLY, KIND_FORWARD, KIND_REPLY, messageBytes, ProtocolError } from '../src/remote/protocol.js';
 import { defaultModelId, formatExpertSet, parseExpertSpec } from '../src/remote/spec.js';
 
+/** Copies of `good` with one little-endian header field overwritten. */
+function mutator(good: Uint8Array): (off: number, v: number, size: 2 | 4) => Uint8Array {
+  return (off, v, size) => {
+    const b = good.slice();
+    const dv = new DataView(b.buffer);
+    if (size === 2) dv.setUint16(off, v, true);
+    else dv.setUint32(off, v, true);
+    return b;
+  };
+}
+
 const head = { kind: KIND_FORWARD, requestId: 7, layer: 3, expert: 5, rows: 2, cols: 3 };
 
 function expectProtocolError(f: () => unknown, field: string): void {
@@ -61,13 +72,7 @@ describe('expert wire format', () => {
 
   it('rejects each malformed field with a ProtocolError naming it', () => {
     const good = encodeMessage(head, new Float32Array(6));
-    const mutate = (off: number, v: number, size: 2 | 4): Uint8Array => {
-      const b = good.slice();
-      const dv = new DataView(b.buffer);
-      if (size === 2) dv.setUint16(off, v, true);
-      else dv.setUint32(off, v, true);
-      return b;
-    };
+    const mutate = mutator(good);
     expectProtocolError(() => decodeMessage(new Uint8Array(10)), 'bytes');
     expectProtocolError(() => decodeMessage(new TextEncoder().encode('{"rows": [[1,2,3]], "padding": "........"}')), 'magic');
     expectProtocolError(() => decodeMessage(mutate(4, 2, 2)), 'version');
@@ -144,13 +149,7 @@ describe('batched frames (several expert blocks of one layer in one message)', (
 
   it('rejects each malformed field of a batched frame with a ProtocolError naming it', () => {
     const good = encodeBatch(bhead, blocks, new Float32Array(9));
-    const mutate = (off: number, v: number, size: 2 | 4): Uint8Array => {
-      const b = good.slice();
-      const dv = new DataView(b.buffer);
-      if (size === 2) dv.setUint16(off, v, true);
-      else dv.setUint32(off, v, true);
-      return b;
-    };
+    const mutate = mutator(good);
     expectProtocolError(() => decodeBatch(new Uint8Array(12)), 'bytes');
     expectProtocolError(() => decodeBatch(mutate(0, 0x4e4f534a, 4)), 'magic');
     expectProtocolError(() => decodeBatch(mutate(4, 3, 2)), 'version');

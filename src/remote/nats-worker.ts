@@ -202,7 +202,8 @@ class AttemptError extends Error {
 
 const LIMITS: ProtocolLimits = { maxRows: 1 << 30, maxBytes: 1 << 30 };
 
-async function send(subject: string, payload: Uint8Array, layer: number, expert: number, rows: number, cols: number, rid: number, counters: RunResult): Promise<Float32Array> {
+/** One NATS request/reply, counted, with transport and service errors as AttemptErrors (timeouts retryable). */
+async function requestReply(subject: string, payload: Uint8Array, counters: RunResult): Promise<Uint8Array> {
   let msg: Msg;
   counters.requests++;
   counters.bytesSent += payload.length;
@@ -222,9 +223,14 @@ async function send(subject: string, payload: Uint8Array, layer: number, expert:
     const se = ServiceError.toServiceError(msg);
     throw new AttemptError(`server error ${se?.code ?? ''}: ${se?.message ?? 'unknown'}`, false, false);
   }
+  return msg.data;
+}
+
+async function send(subject: string, payload: Uint8Array, layer: number, expert: number, rows: number, cols: number, rid: number, counters: RunResult): Promise<Float32Array> {
+  const data = await requestReply(subject, payload, counters);
   let rep;
   try {
-    rep = decodeMessage(msg.data, LIMITS);
+    rep = decodeMessage(data, LIMITS);
   } catch (e) {
     throw new AttemptError(`malformed reply (${(e as Error).message})`, false, false);
   }
@@ -320,28 +326,10 @@ async function sendBatch(subject: string, layer: number, cols: number, pieces: P
   const rid = (requestId = (requestId + 1) >>> 0);
   const blocks = pieces.map((p) => ({ expert: p.expert, rows: p.rows, row0: p.r0 }));
   const payload = encodeBatch({ kind: KIND_BATCH_FORWARD, requestId: rid, layer, cols }, blocks, input);
-  let msg: Msg;
-  counters.requests++;
-  counters.bytesSent += payload.length;
-  try {
-    msg = await nc.request(subject, payload, { timeout: init.timeoutMs });
-  } catch (e) {
-    const code = (e as NatsError).code;
-    if (code === ErrorCode.Timeout) {
-      counters.timeouts++;
-      throw new AttemptError(`no reply within ${init.timeoutMs} ms`, true, false);
-    }
-    if (code === ErrorCode.NoResponders) throw new AttemptError('no server is subscribed', false, true);
-    throw new AttemptError((e as Error).message, false, false);
-  }
-  counters.bytesReceived += msg.data.length;
-  if (ServiceError.isServiceError(msg)) {
-    const se = ServiceError.toServiceError(msg);
-    throw new AttemptError(`server error ${se?.code ?? ''}: ${se?.message ?? 'unknown'}`, false, false);
-  }
+  const data = await requestReply(subject, payload, counters);
   let rep;
   try {
-    rep = decodeBatch(msg.data, LIMITS);
+    rep = decodeBatch(data, LIMITS);
   } catch (e) {
     throw new AttemptError(`malformed reply (${(e as Error).message})`, false, false);
   }

@@ -111,11 +111,8 @@ export function encodeMessage(
   return buf;
 }
 
-/**
- * Decode and validate one message: magic, version, kind, reserved bits, limits, and that the
- * length is exactly header + 4·rows·cols. Throws ProtocolError naming the field.
- */
-export function decodeMessage(buf: Uint8Array, limits: ProtocolLimits = DEFAULT_LIMITS): ExpertMessage {
+/** The header of a message of either format, after the checks they share: size limits, magic, version. */
+function headerView(buf: Uint8Array, limits: ProtocolLimits): DataView {
   if (buf.length > limits.maxBytes) throw new ProtocolError('bytes', buf.length, `exceeds the ${limits.maxBytes}-byte message limit`);
   if (buf.length < HEADER_BYTES) throw new ProtocolError('bytes', buf.length, `is shorter than the ${HEADER_BYTES}-byte header`);
   const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
@@ -123,11 +120,24 @@ export function decodeMessage(buf: Uint8Array, limits: ProtocolLimits = DEFAULT_
   if (magic !== MAGIC) throw new ProtocolError('magic', `0x${magic.toString(16)}`, `is not a Switchyard expert message (0x${MAGIC.toString(16)})`);
   const version = dv.getUint16(4, true);
   if (version !== VERSION) throw new ProtocolError('version', version, `is not supported (this build speaks version ${VERSION})`);
+  return dv;
+}
+
+function checkReserved(dv: DataView): void {
+  const reserved = dv.getUint32(28, true);
+  if (reserved !== 0) throw new ProtocolError('reserved', reserved, 'must be 0');
+}
+
+/**
+ * Decode and validate one message: magic, version, kind, reserved bits, limits, and that the
+ * length is exactly header + 4·rows·cols. Throws ProtocolError naming the field.
+ */
+export function decodeMessage(buf: Uint8Array, limits: ProtocolLimits = DEFAULT_LIMITS): ExpertMessage {
+  const dv = headerView(buf, limits);
   const kind = dv.getUint16(6, true);
   if (kind === KIND_BATCH_FORWARD || kind === KIND_BATCH_REPLY) throw new ProtocolError('kind', kind, 'is a batched frame (decode it with decodeBatch)');
   if (kind < KIND_FORWARD || kind > KIND_BACKWARD) throw new ProtocolError('kind', kind, `must be ${KIND_FORWARD} (forward), ${KIND_REPLY} (reply), ${KIND_FORWARD_TRAIN} (training forward) or ${KIND_BACKWARD} (backward)`);
-  const reserved = dv.getUint32(28, true);
-  if (reserved !== 0) throw new ProtocolError('reserved', reserved, 'must be 0');
+  checkReserved(dv);
   const rows = dv.getUint32(20, true), cols = dv.getUint32(24, true);
   if (rows > limits.maxRows) throw new ProtocolError('rows', rows, `exceeds the limit of ${limits.maxRows} rows per message`);
   if (cols === 0) throw new ProtocolError('cols', cols, 'must be at least 1');
@@ -227,17 +237,10 @@ export function encodeBatch(
  * applies to the total) and the exact length. Throws ProtocolError naming the field.
  */
 export function decodeBatch(buf: Uint8Array, limits: ProtocolLimits = DEFAULT_LIMITS): BatchMessage {
-  if (buf.length > limits.maxBytes) throw new ProtocolError('bytes', buf.length, `exceeds the ${limits.maxBytes}-byte message limit`);
-  if (buf.length < HEADER_BYTES) throw new ProtocolError('bytes', buf.length, `is shorter than the ${HEADER_BYTES}-byte header`);
-  const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
-  const magic = dv.getUint32(0, true);
-  if (magic !== MAGIC) throw new ProtocolError('magic', `0x${magic.toString(16)}`, `is not a Switchyard expert message (0x${MAGIC.toString(16)})`);
-  const version = dv.getUint16(4, true);
-  if (version !== VERSION) throw new ProtocolError('version', version, `is not supported (this build speaks version ${VERSION})`);
+  const dv = headerView(buf, limits);
   const kind = dv.getUint16(6, true);
   if (kind !== KIND_BATCH_FORWARD && kind !== KIND_BATCH_REPLY) throw new ProtocolError('kind', kind, `must be ${KIND_BATCH_FORWARD} (batched forward) or ${KIND_BATCH_REPLY} (batched reply)`);
-  const reserved = dv.getUint32(28, true);
-  if (reserved !== 0) throw new ProtocolError('reserved', reserved, 'must be 0');
+  checkReserved(dv);
   const nBlocks = dv.getUint32(16, true), rows = dv.getUint32(20, true), cols = dv.getUint32(24, true);
   if (rows > limits.maxRows) throw new ProtocolError('rows', rows, `exceeds the limit of ${limits.maxRows} rows per message`);
   if (cols === 0) throw new ProtocolError('cols', cols, 'must be at least 1');
