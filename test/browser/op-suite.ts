@@ -71,10 +71,26 @@ export function registerOpSuite(nb: ThreadedBackend, threads: number[]): void {
     });
   }
   describe(`${nb.name}`, () => {
+    determinismTests(nb, { paths: [{ name: nb.name, select: () => {} }], restore: () => nb.setThreads(originalThreads) });
+    argumentValidationTests(nb);
+  });
+}
 
+/** The code paths a backend can switch between (native: its ISA paths); `select` makes one current. */
+export interface DeterminismOptions {
+  paths: Array<{ name: string; select: () => void }>;
+  /** Back to the backend's normal path and thread count. */
+  restore: () => void;
+}
+
+/**
+ * Bit-identical results on repeated calls, across thread counts, and (sumSquares) across paths;
+ * adamw equal to the reference bit for bit.
+ */
+export function determinismTests(nb: ThreadedBackend, o: DeterminismOptions): void {
   describe('determinism', () => {
     it('gemm, softmax, norms and scatter give bit-identical results on repeated calls', () => {
-      nb.setThreads(originalThreads);
+      o.restore();
       const run = (): Float32Array[] => {
         const m = 300, n = 520, k = 700;
         const A = randArray(m * k, 1), B = randArray(k * n, 2), C = new Float32Array(m * n);
@@ -100,6 +116,7 @@ export function registerOpSuite(nb: ThreadedBackend, threads: number[]): void {
     });
 
     it('gemm results do not depend on the thread count', () => {
+      o.restore();
       const m = 333, n = 517, k = 611;
       const A = randArray(m * k, 11), B = randArray(n * k, 12);
       const outs: Float32Array[] = [];
@@ -109,23 +126,39 @@ export function registerOpSuite(nb: ThreadedBackend, threads: number[]): void {
         nb.gemm([A, B, C], new Int32Array([0, 0, k, 1, 0, k, 2, 0, n, m, n, k, GEMM_TRANS_B]));
         outs.push(C);
       }
-      nb.setThreads(originalThreads);
+      o.restore();
       expect(bitsEqual(outs[0], outs[1])).toBe(true);
       expect(bitsEqual(outs[0], outs[2])).toBe(true);
     });
 
-    it('sumSquares: identical across repeated calls, thread counts and ISA paths (fixed chunks summed in order)', () => {
+    it('sumSquares: identical across repeated calls, thread counts and code paths (fixed chunks summed in order)', () => {
       const xs = [wideArray(1_000_003, 21), randArray(65536 * 3 + 5, 22, -3, 3), wideArray(40_000, 23)];
       const results = new Set<string>();
-      for (const t of [1, 2, 3, originalThreads]) {
-        nb.setThreads(t);
-        results.add(xs.map((x) => [nb.sumSquares(x), nb.sumSquares(x)].join()).join('|'));
-      }
-      nb.setThreads(originalThreads);
+      for (const path of o.paths)
+        for (const t of [1, 2, 3]) {
+          path.select();
+          nb.setThreads(t);
+          results.add(xs.map((x) => [nb.sumSquares(x), nb.sumSquares(x)].join()).join('|'));
+        }
+      o.restore();
+      results.add(xs.map((x) => nb.sumSquares(x)).map((v) => [v, v].join()).join('|'));
       expect(results.size).toBe(1);
     });
 
+    it('gemmGated results do not depend on the thread count (every code path)', () => {
+      for (const path of o.paths) {
+        path.select();
+        const outs = [1, 2, 3].map((t) => {
+          nb.setThreads(t);
+          return gatedDeterminismCase(nb);
+        });
+        outs.slice(1).forEach((out) => out.forEach((arr, i) => expect(bitsEqual(arr, outs[0][i]), `${path.name}: output ${i}`).toBe(true)));
+      }
+      o.restore();
+    });
+
     it('adamw: identical across thread counts (and equal to the reference)', () => {
+      o.restore();
       const n = 300_007;
       const outs: Float32Array[][] = [];
       for (const t of [1, 2, 3]) {
@@ -134,7 +167,7 @@ export function registerOpSuite(nb: ThreadedBackend, threads: number[]): void {
         nb.adamw(st.p, st.grad, st.m, st.v, st.vmax, adamwHyper(1e-3, [0.9, 0.999], 1e-8, 1e-2, 3, false));
         outs.push([st.p, st.m, st.v, st.vmax as Float32Array]);
       }
-      nb.setThreads(originalThreads);
+      o.restore();
       const st = adamwState(n, 31, true);
       ref.adamw(st.p, st.grad, st.m, st.v, st.vmax, adamwHyper(1e-3, [0.9, 0.999], 1e-8, 1e-2, 3, false));
       const want = [st.p, st.m, st.v, st.vmax as Float32Array];
@@ -142,6 +175,10 @@ export function registerOpSuite(nb: ThreadedBackend, threads: number[]): void {
     });
   });
 
+}
+
+/** Argument checks shared by every backend: bad extents, indices and types throw naming the argument. */
+export function argumentValidationTests(nb: Backend): void {
   describe('argument validation', () => {
     it('gemm: a task reaching past a buffer throws RangeError (A, B and C)', () => {
       const A = new Float32Array(6), B = new Float32Array(6), C = new Float32Array(4);
@@ -212,7 +249,6 @@ export function registerOpSuite(nb: ThreadedBackend, threads: number[]): void {
       expect(Array.from(q)).toEqual([1, 2, 3, 4]);
       expect(Array.from(mm)).toEqual([0, 0, 0, 0]);
     });
-  });
   });
 }
 
