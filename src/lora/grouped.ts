@@ -17,6 +17,123 @@ import { Tensor } from '../tensor/tensor.js';
 /** One adapter's factors at a site: A [r, in], B [out, r] (PEFT lora_A / lora_B layout), or null (no weights here: contributes 0). */
 export type LowRankFactors = { A: Tensor; B: Tensor } | null;
 
+/** Each adapter's rank, after checking A [r, in] and B [out, r] (0 for an adapter absent here). */
+function checkedRanks(factors: readonly LowRankFactors[], d: number, outFeatures: number): number[] {
+  return factors.map((f, e) => {
+    if (!f) return 0;
+    const r = f.A.shape[0];
+    if (f.A.rank !== 2 || f.A.shape[1] !== d) throw new ShapeError(`lora_A[${e}]`, f.A.shape, `must be [r, ${d}]`);
+    if (f.B.rank !== 2 || f.B.shape[0] !== outFeatures || f.B.shape[1] !== r) throw new ShapeError(`lora_B[${e}]`, f.B.shape, `must be [${outFeatures}, ${r}]`);
+    return r;
+  });
+}
+
+/** The rank-space layout: H packs each block's [m_e, r_e] rows contiguously, block e at hOff[e]. */
+interface RankSpace {
+  offsets: Int32Array;
+  ranks: number[];
+  hOff: Int32Array;
+}
+
+function rankSpace(offsets: Int32Array, ranks: number[]): RankSpace {
+  const E = ranks.length;
+  const hOff = new Int32Array(E + 1);
+  for (let e = 0; e < E; e++) hOff[e + 1] = hOff[e] + (offsets[e + 1] - offsets[e]) * ranks[e];
+  return { offsets, ranks, hOff };
+}
+
+/** H_e = X_e A_eᵀ for every block with rows and factors (one grouped GEMM call). */
+function projectDown(xs: Float32Array, d: number, factors: readonly LowRankFactors[], rs: RankSpace, h: Float32Array): void {
+  const t = new GemmTasks();
+  factors.forEach((f, e) => {
+    const m = rs.offsets[e + 1] - rs.offsets[e];
+    if (m > 0 && f) t.add(xs, rs.offsets[e] * d, d, f.A.f32, 0, d, h, rs.hOff[e], rs.ranks[e], m, rs.ranks[e], d, GEMM_TRANS_B);
+  });
+  t.run();
+}
+
+/** hs[i, :] = h[i, :] · w[i] in the rank space (the cheapest place to apply a row weight). */
+function weightRows(h: Float32Array, wd: Float32Array, rs: RankSpace, hs: Float32Array): void {
+  for (let e = 0; e < rs.ranks.length; e++) {
+    const r = rs.ranks[e];
+    for (let i = rs.offsets[e], p = rs.hOff[e]; i < rs.offsets[e + 1]; i++) {
+      const wi = wd[i];
+      for (let j = 0; j < r; j++, p++) hs[p] = h[p] * wi;
+    }
+  }
+}
+
+/**
+ * Backward of Y_e = ((X_e A_eᵀ) ⊙ w) B_eᵀ for dY [N, out]: writes dX rows into dxs (when given;
+ * rows of an adapter absent here get zeros) and returns dw and every dA_e, dB_e. Its rank-space
+ * buffers come from and go back to the scratch pool.
+ */
+function lowRankBackward(
+  xs: Float32Array, d: number, outFeatures: number, factors: readonly LowRankFactors[], rs: RankSpace,
+  h: Float32Array, hs: Float32Array, w: Tensor | null, wd: Float32Array | null, dy: Float32Array, dxs: Float32Array | null,
+): { dw: Tensor | null; dA: (Float32Array | null)[]; dB: (Float32Array | null)[] } {
+  const { offsets, ranks, hOff } = rs;
+  const E = factors.length, N = offsets[E];
+  // dHs_e = dY_e B_e ; dB_e = dY_eᵀ Hs_e
+  const dhs = acquireScratch(h.length); // every block with factors is written; the others are never read
+  const dB = factors.map((f) => (f && f.B.requiresGrad ? new Float32Array(f.B.size) : null));
+  const s1 = new GemmTasks();
+  for (let e = 0; e < E; e++) {
+    const m = offsets[e + 1] - offsets[e], f = factors[e], r = ranks[e];
+    if (m === 0 || !f) continue;
+    s1.add(dy, offsets[e] * outFeatures, outFeatures, f.B.f32, 0, r, dhs, hOff[e], r, m, r, outFeatures, 0);
+    const db = dB[e];
+    if (db) s1.add(dy, offsets[e] * outFeatures, outFeatures, hs, hOff[e], r, db, 0, r, outFeatures, r, m, GEMM_TRANS_A);
+  }
+  s1.run();
+  // dw_i = Σ_j dHs[i, j] · H[i, j] ; dH = dHs ⊙ w
+  let dw: Tensor | null = null;
+  let dh = dhs;
+  if (wd && w) {
+    const dwd = new Float32Array(N);
+    dh = acquireScratch(h.length);
+    for (let e = 0; e < E; e++) {
+      const r = ranks[e];
+      for (let i = offsets[e], p = hOff[e]; i < offsets[e + 1]; i++) {
+        let s = 0;
+        const wi = wd[i];
+        for (let j = 0; j < r; j++, p++) {
+          s += dhs[p] * h[p];
+          dh[p] = dhs[p] * wi;
+        }
+        dwd[i] = s;
+      }
+    }
+    dw = w.requiresGrad ? new Tensor(dwd, w.shape) : null;
+  }
+  // dX_e = dH_e A_e ; dA_e = dH_eᵀ X_e
+  const dA = factors.map((f) => (f && f.A.requiresGrad ? new Float32Array(f.A.size) : null));
+  const s2 = new GemmTasks();
+  for (let e = 0; e < E; e++) {
+    const m = offsets[e + 1] - offsets[e], f = factors[e], r = ranks[e];
+    if (m === 0) continue;
+    if (!f) {
+      dxs?.fill(0, offsets[e] * d, offsets[e + 1] * d);
+      continue;
+    }
+    if (dxs) s2.add(dh, hOff[e], r, f.A.f32, 0, d, dxs, offsets[e] * d, d, m, d, r, 0);
+    const da = dA[e];
+    if (da) s2.add(dh, hOff[e], r, xs, offsets[e] * d, d, da, 0, d, r, d, m, GEMM_TRANS_A);
+  }
+  s2.run();
+  releaseScratch(dhs, dh === dhs ? null : dh);
+  return { dw, dA, dB };
+}
+
+/** The gradient list of a low-rank op: [dx, (dw), dA of each present adapter..., dB of each...]. */
+function lowRankGrads(dx: Tensor | null, w: Tensor | null, factors: readonly LowRankFactors[], g: ReturnType<typeof lowRankBackward>): (Tensor | null)[] {
+  const grads: (Tensor | null)[] = [dx];
+  if (w) grads.push(g.dw);
+  factors.forEach((f, e) => f && grads.push(g.dA[e] ? new Tensor(g.dA[e] as Float32Array, f.A.shape) : null));
+  factors.forEach((f, e) => f && grads.push(g.dB[e] ? new Tensor(g.dB[e] as Float32Array, f.B.shape) : null));
+  return grads;
+}
+
 /**
  * Y [N, out] with rows offsets[e]..offsets[e+1]-1 equal to ((xs_e A_eᵀ) ⊙ w_e) B_eᵀ, w [N] (null
  * means 1). Adapters may differ in rank. Differentiable in xs, w and every A_e, B_e.
@@ -30,100 +147,26 @@ export function groupedLowRank(xs: Tensor, offsets: Int32Array, factors: readonl
     throw new ShapeError('groupedLowRank.offsets', Array.from(offsets), `must be ${E + 1} prefix offsets from 0 to ${N}`);
   }
   if (w && w.size !== N) throw new ShapeError('groupedLowRank.w', w.shape, `needs ${N} entries, one per row`);
-  const ranks = factors.map((f, e) => {
-    if (!f) return 0;
-    const r = f.A.shape[0];
-    if (f.A.rank !== 2 || f.A.shape[1] !== d) throw new ShapeError(`lora_A[${e}]`, f.A.shape, `must be [r, ${d}]`);
-    if (f.B.rank !== 2 || f.B.shape[0] !== outFeatures || f.B.shape[1] !== r) throw new ShapeError(`lora_B[${e}]`, f.B.shape, `must be [${outFeatures}, ${r}]`);
-    return r;
-  });
-  // H packs each block's [m_e, r_e] rows contiguously: block e starts at hOff[e].
-  const hOff = new Int32Array(E + 1);
-  for (let e = 0; e < E; e++) hOff[e + 1] = hOff[e] + (offsets[e + 1] - offsets[e]) * ranks[e];
-  const h = new Float32Array(hOff[E]);
-  const t1 = new GemmTasks();
-  for (let e = 0; e < E; e++) {
-    const m = offsets[e + 1] - offsets[e], f = factors[e];
-    if (m === 0 || !f) continue;
-    t1.add(x, offsets[e] * d, d, f.A.f32, 0, d, h, hOff[e], ranks[e], m, ranks[e], d, GEMM_TRANS_B);
-  }
-  t1.run();
+  const rs = rankSpace(offsets, checkedRanks(factors, d, outFeatures));
+  const h = new Float32Array(rs.hOff[E]);
+  projectDown(x, d, factors, rs, h);
   const wd = w ? requireFloat(w, 'groupedLowRank.w') : null;
   const hs = wd ? new Float32Array(h.length) : h;
-  if (wd) {
-    for (let e = 0; e < E; e++) {
-      const r = ranks[e];
-      for (let i = offsets[e], p = hOff[e]; i < offsets[e + 1]; i++) {
-        const wi = wd[i];
-        for (let j = 0; j < r; j++, p++) hs[p] = h[p] * wi;
-      }
-    }
-  }
+  if (wd) weightRows(h, wd, rs, hs);
   const y = new Float32Array(N * outFeatures);
   const t2 = new GemmTasks();
   for (let e = 0; e < E; e++) {
     const m = offsets[e + 1] - offsets[e], f = factors[e];
     if (m === 0 || !f) continue;
-    t2.add(hs, hOff[e], ranks[e], f.B.f32, 0, ranks[e], y, offsets[e] * outFeatures, outFeatures, m, outFeatures, ranks[e], GEMM_TRANS_B);
+    t2.add(hs, rs.hOff[e], rs.ranks[e], f.B.f32, 0, rs.ranks[e], y, offsets[e] * outFeatures, outFeatures, m, outFeatures, rs.ranks[e], GEMM_TRANS_B);
   }
   t2.run();
   const present = factors.filter((f): f is { A: Tensor; B: Tensor } => f !== null);
   const inputs: Tensor[] = [xs, ...(w ? [w] : []), ...present.map((f) => f.A), ...present.map((f) => f.B)];
   return record('groupedLowRank', inputs, new Tensor(y, [N, outFeatures]), (g) => {
-    const dy = g.f32;
-    // dHs_e = dY_e B_e ; dB_e = dY_eᵀ Hs_e
-    const dhs = new Float32Array(h.length);
-    const dB = factors.map((f) => (f && f.B.requiresGrad ? new Float32Array(f.B.size) : null));
-    const s1 = new GemmTasks();
-    for (let e = 0; e < E; e++) {
-      const m = offsets[e + 1] - offsets[e], f = factors[e], r = ranks[e];
-      if (m === 0 || !f) continue;
-      s1.add(dy, offsets[e] * outFeatures, outFeatures, f.B.f32, 0, r, dhs, hOff[e], r, m, r, outFeatures, 0);
-      const db = dB[e];
-      if (db) s1.add(dy, offsets[e] * outFeatures, outFeatures, hs, hOff[e], r, db, 0, r, outFeatures, r, m, GEMM_TRANS_A);
-    }
-    s1.run();
-    // dw_i = Σ_j dHs[i, j] · H[i, j] ; dH = dHs ⊙ w
-    let dw: Tensor | null = null;
-    let dh = dhs;
-    if (wd && w) {
-      const dwd = new Float32Array(N);
-      dh = new Float32Array(h.length);
-      for (let e = 0; e < E; e++) {
-        const r = ranks[e];
-        for (let i = offsets[e], p = hOff[e]; i < offsets[e + 1]; i++) {
-          let s = 0;
-          const wi = wd[i];
-          for (let j = 0; j < r; j++, p++) {
-            s += dhs[p] * h[p];
-            dh[p] = dhs[p] * wi;
-          }
-          dwd[i] = s;
-        }
-      }
-      dw = w.requiresGrad ? new Tensor(dwd, w.shape) : null;
-    }
-    // dX_e = dH_e A_e ; dA_e = dH_eᵀ X_e
     const dx = xs.requiresGrad ? new Float32Array(N * d) : null;
-    const dA = factors.map((f) => (f && f.A.requiresGrad ? new Float32Array(f.A.size) : null));
-    const s2 = new GemmTasks();
-    for (let e = 0; e < E; e++) {
-      const m = offsets[e + 1] - offsets[e], f = factors[e], r = ranks[e];
-      if (m === 0 || !f) continue;
-      if (dx) s2.add(dh, hOff[e], r, f.A.f32, 0, d, dx, offsets[e] * d, d, m, d, r, 0);
-      const da = dA[e];
-      if (da) s2.add(dh, hOff[e], r, x, offsets[e] * d, d, da, 0, d, r, d, m, GEMM_TRANS_A);
-    }
-    s2.run();
-    const grads: (Tensor | null)[] = [dx ? new Tensor(dx, [N, d]) : null];
-    if (w) grads.push(dw);
-    factors.forEach((f, e) => {
-      if (f) grads.push(dA[e] ? new Tensor(dA[e] as Float32Array, f.A.shape) : null);
-    });
-    factors.forEach((f, e) => {
-      if (f) grads.push(dB[e] ? new Tensor(dB[e] as Float32Array, f.B.shape) : null);
-    });
-    return grads;
+    const grads = lowRankBackward(x, d, outFeatures, factors, rs, h, hs, w, wd, g.f32, dx);
+    return lowRankGrads(dx ? new Tensor(dx, [N, d]) : null, w, factors, grads);
   });
 }
 
@@ -180,13 +223,7 @@ export function groupedLoRAMixture(
   if (offsets.length !== E + 1 || offsets[0] !== 0 || offsets[E] !== N) throw new ShapeError('groupedLoRAMixture.offsets', Array.from(offsets), `must be ${E + 1} prefix offsets from 0 to ${N}`);
   if (!opts.gather && N !== T) throw new ShapeError('groupedLoRAMixture.tokenIndex', [N], `gather: false needs one row per token (${T})`);
   if (w && w.size !== N) throw new ShapeError('groupedLoRAMixture.w', w.shape, `needs ${N} entries, one per assignment`);
-  const ranks = factors.map((f, e) => {
-    if (!f) return 0;
-    const r = f.A.shape[0];
-    if (f.A.rank !== 2 || f.A.shape[1] !== d) throw new ShapeError(`lora_A[${e}]`, f.A.shape, `must be [r, ${d}]`);
-    if (f.B.rank !== 2 || f.B.shape[0] !== outFeatures || f.B.shape[1] !== r) throw new ShapeError(`lora_B[${e}]`, f.B.shape, `must be [${outFeatures}, ${r}]`);
-    return r;
-  });
+  const ranks = checkedRanks(factors, d, outFeatures);
   if (opts.into && N <= SMALL_ROWS) {
     // A few assignments (sequence-routed decoding; token routing uses the one-call path in
     // decode.ts): a few thousand multiply-adds, cheaper in plain loops than as four kernel calls.
@@ -194,33 +231,20 @@ export function groupedLoRAMixture(
     smallMixture(x, d, tokenIndex, offsets, factors, ranks, w ? requireFloat(w, 'groupedLoRAMixture.w') : null, outFeatures, opts.into);
     return new Tensor(opts.into, [T, outFeatures]);
   }
-  const hOff = new Int32Array(E + 1);
-  for (let e = 0; e < E; e++) hOff[e + 1] = hOff[e] + (offsets[e + 1] - offsets[e]) * ranks[e];
+  const rs = rankSpace(offsets, ranks);
+  const hOff = rs.hOff;
   let xs = x;
   if (opts.gather) {
     xs = acquireScratch(N * d);
     be().gatherRows(x, tokenIndex, d, xs);
   }
   const h = acquireScratch(hOff[E]);
-  const t1 = new GemmTasks();
-  for (let e = 0; e < E; e++) {
-    const m = offsets[e + 1] - offsets[e], f = factors[e];
-    if (m > 0 && f) t1.add(xs, offsets[e] * d, d, f.A.f32, 0, d, h, hOff[e], ranks[e], m, ranks[e], d, GEMM_TRANS_B);
-  }
-  t1.run();
+  projectDown(xs, d, factors, rs, h);
   const wd = w ? requireFloat(w, 'groupedLoRAMixture.w') : null;
   // Inference applies the row weights in the scatter-add instead (one fused native pass).
   const weightInScatter = !!opts.into && wd !== null;
   const hs = wd && !weightInScatter ? acquireScratch(h.length) : h;
-  if (wd && !weightInScatter) {
-    for (let e = 0; e < E; e++) {
-      const r = ranks[e];
-      for (let i = offsets[e], p = hOff[e]; i < offsets[e + 1]; i++) {
-        const wi = wd[i];
-        for (let j = 0; j < r; j++, p++) hs[p] = h[p] * wi;
-      }
-    }
-  }
+  if (wd && !weightInScatter) weightRows(h, wd, rs, hs);
   const y = acquireScratch(N * outFeatures);
   const t2 = new GemmTasks();
   for (let e = 0; e < E; e++) {
@@ -249,64 +273,17 @@ export function groupedLoRAMixture(
       dy = acquireScratch(N * outFeatures);
       be().gatherRows(gd, tokenIndex, outFeatures, dy);
     }
-    const dhs = acquireScratch(h.length);
-    const dB = factors.map((f) => (f && f.B.requiresGrad ? new Float32Array(f.B.size) : null));
-    const s1 = new GemmTasks();
-    for (let e = 0; e < E; e++) {
-      const m = offsets[e + 1] - offsets[e], f = factors[e], r = ranks[e];
-      if (m === 0 || !f) continue;
-      s1.add(dy, offsets[e] * outFeatures, outFeatures, f.B.f32, 0, r, dhs, hOff[e], r, m, r, outFeatures, 0);
-      const db = dB[e];
-      if (db) s1.add(dy, offsets[e] * outFeatures, outFeatures, hs, hOff[e], r, db, 0, r, outFeatures, r, m, GEMM_TRANS_A);
-    }
-    s1.run();
-    let dw: Tensor | null = null;
-    let dh = dhs;
-    if (wd && w) {
-      const dwd = new Float32Array(N);
-      dh = acquireScratch(h.length);
-      for (let e = 0; e < E; e++) {
-        const r = ranks[e];
-        for (let i = offsets[e], p = hOff[e]; i < offsets[e + 1]; i++) {
-          let s = 0;
-          const wi = wd[i];
-          for (let j = 0; j < r; j++, p++) {
-            s += dhs[p] * h[p];
-            dh[p] = dhs[p] * wi;
-          }
-          dwd[i] = s;
-        }
-      }
-      dw = w.requiresGrad ? new Tensor(dwd, w.shape) : null;
-    }
-    let dx: Float32Array | null = null;
     const dxs = x2.requiresGrad ? (opts.gather ? acquireScratch(N * d) : new Float32Array(N * d)) : null;
-    const dA = factors.map((f) => (f && f.A.requiresGrad ? new Float32Array(f.A.size) : null));
-    const s2 = new GemmTasks();
-    for (let e = 0; e < E; e++) {
-      const m = offsets[e + 1] - offsets[e], f = factors[e], r = ranks[e];
-      if (m === 0) continue;
-      if (!f) {
-        dxs?.fill(0, offsets[e] * d, offsets[e + 1] * d);
-        continue;
-      }
-      if (dxs) s2.add(dh, hOff[e], r, f.A.f32, 0, d, dxs, offsets[e] * d, d, m, d, r, 0);
-      const da = dA[e];
-      if (da) s2.add(dh, hOff[e], r, xs, offsets[e] * d, d, da, 0, d, r, d, m, GEMM_TRANS_A);
-    }
-    s2.run();
+    const grads = lowRankBackward(xs, d, outFeatures, factors, rs, h, hs, w, wd, dy, dxs);
+    let dx = dxs;
     if (dxs && opts.gather) {
       dx = new Float32Array(T * d);
       be().scatterAddRows(dxs, tokenIndex, null, d, dx);
       releaseScratch(dxs);
-    } else dx = dxs;
-    releaseScratch(opts.gather ? dy : null, dhs, dh === dhs ? null : dh);
+    }
+    releaseScratch(opts.gather ? dy : null);
     release();
-    const grads: (Tensor | null)[] = [dx ? new Tensor(dx, [T, d]) : null];
-    if (w) grads.push(dw);
-    factors.forEach((f, e) => f && grads.push(dA[e] ? new Tensor(dA[e] as Float32Array, f.A.shape) : null));
-    factors.forEach((f, e) => f && grads.push(dB[e] ? new Tensor(dB[e] as Float32Array, f.B.shape) : null));
-    return grads;
+    return lowRankGrads(dx ? new Tensor(dx, [T, d]) : null, w, factors, grads);
   });
   if (!recorded.gradNode) release();
   return recorded;
