@@ -57,22 +57,26 @@ static void zero_c(const sy_gemm_task *t) {
  * C rows [i0, i1) x cols [j0, j1) for depth block [p0, p0 + kcb), with op(B) packed at bp
  * (panel of column j0 first; j0 - jbase is a multiple of nr).
  */
+void sy_gemm_block(const sy_gemm_isa *isa, const float *ap, const float *bp, int mcb, int ncb, int kcb, float *c,
+                   int64_t ldc, int acc) {
+  const int MR = isa->mr, NR = isa->nr;
+  for (int jr = 0; jr < ncb; jr += NR) {
+    const float *bpj = bp + (int64_t)jr * kcb;
+    int nr = imin(NR, ncb - jr);
+    for (int ir = 0; ir < mcb; ir += MR) {
+      isa->micro(kcb, ap + (int64_t)ir * kcb, bpj, c + (int64_t)ir * ldc + jr, ldc, imin(MR, mcb - ir), nr, acc);
+    }
+  }
+}
+
 static void macro_block(const sy_gemm_isa *isa, const sy_gemm_task *t, int i0, int i1, int j0, int j1,
                         int p0, int kcb, const float *bp, int acc) {
-  const int MR = isa->mr, NR = isa->nr, MC = isa->mc;
+  const int MR = isa->mr, MC = isa->mc;
   float *ap = sy_scratch(0, (size_t)(MC + MR) * (size_t)isa->kc + 64);
   for (int ib = i0; ib < i1; ib += MC) {
     int mcb = imin(MC, i1 - ib);
     isa->pack_a(t->trans_a, a_at(t, ib, p0), t->lda, mcb, kcb, ap);
-    for (int jr = j0; jr < j1; jr += NR) {
-      const float *bpj = bp + (int64_t)(jr - j0) * kcb;
-      int nr = imin(NR, j1 - jr);
-      float *cj = t->c + (int64_t)ib * t->ldc + jr;
-      for (int ir = 0; ir < mcb; ir += MR) {
-        isa->micro(kcb, ap + (int64_t)ir * kcb, bpj, cj + (int64_t)ir * t->ldc, t->ldc, imin(MR, mcb - ir),
-                   nr, acc);
-      }
-    }
+    sy_gemm_block(isa, ap, bp, mcb, j1 - j0, kcb, t->c + (int64_t)ib * t->ldc + j0, t->ldc, acc);
   }
 }
 

@@ -20,6 +20,7 @@
 #include "sy.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 #ifndef SY_GATED_NC
 #define SY_GATED_NC 512 /* columns per block: both packed B blocks plus the C blocks stay in L2 */
@@ -29,19 +30,6 @@ static inline int imin(int a, int b) { return a < b ? a : b; }
 
 static inline const float *b_at(const float *b, int64_t ldb, int trans_b, int64_t l, int64_t j) {
   return trans_b ? b + j * ldb + l : b + l * ldb + j;
-}
-
-/* C[rows x cols] (+)= packed A block · packed B block, through the micro-kernel. */
-static void block_product(const sy_gemm_isa *isa, const float *ap, const float *bp, int mcb, int ncb, int kcb,
-                          float *c, int64_t ldc, int acc) {
-  const int MR = isa->mr, NR = isa->nr;
-  for (int jr = 0; jr < ncb; jr += NR) {
-    const float *bpj = bp + (int64_t)jr * kcb;
-    int nr = imin(NR, ncb - jr);
-    for (int ir = 0; ir < mcb; ir += MR) {
-      isa->micro(kcb, ap + (int64_t)ir * kcb, bpj, c + (int64_t)ir * ldc + jr, ldc, imin(MR, mcb - ir), nr, acc);
-    }
-  }
 }
 
 /* Rows [i0, i1) of one task on the calling thread. */
@@ -70,8 +58,8 @@ static void gated_rows(const sy_gemm_isa *isa, const sy_gated_task *t, int mode,
         isa->pack_a(0, t->a + (int64_t)ib * t->lda + p0, t->lda, mcb, kcb, ap);
         if (up) {
           float *c1 = t->c1 + (int64_t)ib * t->ld + jc, *c3 = t->c3 + (int64_t)ib * t->ld + jc;
-          block_product(isa, ap, bp1, mcb, ncb, kcb, c1, t->ld, p0 > 0);
-          block_product(isa, ap, bp3, mcb, ncb, kcb, c3, t->ld, p0 > 0);
+          sy_gemm_block(isa, ap, bp1, mcb, ncb, kcb, c1, t->ld, p0 > 0);
+          sy_gemm_block(isa, ap, bp3, mcb, ncb, kcb, c3, t->ld, p0 > 0);
           if (last) {
             for (int r = 0; r < mcb; r++) {
               int64_t o = (int64_t)r * t->ld;
@@ -80,7 +68,7 @@ static void gated_rows(const sy_gemm_isa *isa, const sy_gated_task *t, int mode,
           }
         } else {
           float *gb = g + (int64_t)(ib - i0) * ncb;
-          block_product(isa, ap, bp1, mcb, ncb, kcb, gb, ncb, p0 > 0);
+          sy_gemm_block(isa, ap, bp1, mcb, ncb, kcb, gb, ncb, p0 > 0);
           if (last) {
             for (int r = 0; r < mcb; r++) {
               int64_t o = (int64_t)(ib + r) * t->ld + jc;
@@ -93,25 +81,25 @@ static void gated_rows(const sy_gemm_isa *isa, const sy_gated_task *t, int mode,
   }
 }
 
+/* A unit: rows [lo, hi) of one task, ranked by its work. */
+typedef struct {
+  double flops;
+  int task, lo, hi;
+} gated_unit_rank;
+
 typedef struct {
   const sy_gemm_isa *isa;
   const sy_gated_task *tasks;
   int mode, act;
-  const int *unit_task; /* task of each unit */
-  const int *unit_lo;   /* first row of each unit */
-  const int *unit_hi;   /* one past its last row */
+  const gated_unit_rank *units; /* largest first */
 } gated_ctx;
 
 static void gated_unit(void *vctx, int64_t item, int tid) {
   (void)tid;
   const gated_ctx *c = (const gated_ctx *)vctx;
-  gated_rows(c->isa, &c->tasks[c->unit_task[item]], c->mode, c->act, c->unit_lo[item], c->unit_hi[item]);
+  const gated_unit_rank *u = &c->units[item];
+  gated_rows(c->isa, &c->tasks[u->task], c->mode, c->act, u->lo, u->hi);
 }
-
-typedef struct {
-  double flops;
-  int task, lo, hi;
-} gated_unit_rank;
 
 static int cmp_unit(const void *x, const void *y) {
   const gated_unit_rank *a = (const gated_unit_rank *)x, *b = (const gated_unit_rank *)y;
@@ -129,66 +117,37 @@ void sy_gemm_gated_run(int mode, int act, const sy_gated_task *tasks, int ntasks
     const sy_gated_task *t = &tasks[i];
     if (t->m > 0 && t->n > 0 && t->k > 0) total += 2.0 * t->m * t->n * t->k;
   }
-  /* k = 0: the products are zero; the epilogue still defines the outputs. */
+  /* k = 0: the products are zero and the epilogue still defines the outputs: up writes C1 = C3 = 0
+   * and O1 = act(0)·0; down-grad has G = 0, so dH1 = dH3 = 0. */
   for (int i = 0; i < ntasks; i++) {
     const sy_gated_task *t = &tasks[i];
     if (t->m <= 0 || t->n <= 0 || t->k > 0) continue;
     for (int r = 0; r < t->m; r++) {
       int64_t o = (int64_t)r * t->ld;
-      for (int j = 0; j < t->n; j++) {
-        if (mode == SY_GATED_UP) {
-          t->c1[o + j] = 0.0f;
-          t->c3[o + j] = 0.0f;
-        }
-      }
-      if (mode == SY_GATED_UP) {
-        sy_ew_impl->gated(act, t->c1 + o, t->c3 + o, t->o1 + o, t->n);
-      } else {
-        for (int j = 0; j < t->n; j++) t->o1[o + j] = t->o3[o + j] = 0.0f; /* G = 0 */
-      }
+      float *z1 = mode == SY_GATED_UP ? t->c1 + o : t->o1 + o, *z3 = mode == SY_GATED_UP ? t->c3 + o : t->o3 + o;
+      memset(z1, 0, sizeof(float) * (size_t)t->n);
+      memset(z3, 0, sizeof(float) * (size_t)t->n);
+      if (mode == SY_GATED_UP) sy_ew_impl->gated(act, z1, z3, t->o1 + o, t->n);
     }
   }
   if (total == 0.0) return;
-  int cap = ntasks + 2 * T * ntasks;
-  gated_unit_rank *units = (gated_unit_rank *)malloc(sizeof(gated_unit_rank) * (size_t)cap);
-  int *ut = (int *)malloc(sizeof(int) * 3 * (size_t)cap);
-  if (!units || !ut) abort();
+  gated_unit_rank *units = (gated_unit_rank *)malloc(sizeof(gated_unit_rank) * (size_t)ntasks * (size_t)(2 * T));
+  if (!units) abort();
   int nunits = 0;
-  double big_cut = T > 1 ? total / (2.0 * T) : total + 1.0;
+  double big_cut = total / (2.0 * T);
   for (int i = 0; i < ntasks; i++) {
     const sy_gated_task *t = &tasks[i];
     if (t->m <= 0 || t->n <= 0 || t->k <= 0) continue;
-    double f = 2.0 * t->m * t->n * t->k;
-    int parts = 1;
-    if (f > big_cut) {
-      int panels = (t->m + MR - 1) / MR;
-      parts = imin(2 * T, panels);
-    }
     int panels = (t->m + MR - 1) / MR;
+    int parts = 2.0 * t->m * t->n * t->k > big_cut ? imin(2 * T, panels) : 1;
     for (int p = 0; p < parts; p++) {
-      int plo = (int)((int64_t)panels * p / parts), phi = (int)((int64_t)panels * (p + 1) / parts);
-      int lo = plo * MR, hi = imin(t->m, phi * MR);
+      int lo = (int)((int64_t)panels * p / parts) * MR, hi = imin(t->m, (int)((int64_t)panels * (p + 1) / parts) * MR);
       if (lo >= hi) continue;
-      units[nunits].flops = 2.0 * (hi - lo) * t->n * t->k;
-      units[nunits].task = i;
-      units[nunits].lo = lo;
-      units[nunits].hi = hi;
-      nunits++;
+      units[nunits++] = (gated_unit_rank){2.0 * (hi - lo) * t->n * t->k, i, lo, hi};
     }
   }
   qsort(units, (size_t)nunits, sizeof(gated_unit_rank), cmp_unit);
-  int *unit_task = ut, *unit_lo = ut + cap, *unit_hi = ut + 2 * cap;
-  for (int u = 0; u < nunits; u++) {
-    unit_task[u] = units[u].task;
-    unit_lo[u] = units[u].lo;
-    unit_hi[u] = units[u].hi;
-  }
-  gated_ctx c = {isa, tasks, mode, act, unit_task, unit_lo, unit_hi};
-  if (T <= 1) {
-    for (int u = 0; u < nunits; u++) gated_unit(&c, u, 0);
-  } else {
-    sy_parallel_for(nunits, gated_unit, &c);
-  }
+  gated_ctx c = {isa, tasks, mode, act, units};
+  sy_parallel_for(nunits, gated_unit, &c); /* inline when the pool has one thread */
   free(units);
-  free(ut);
 }

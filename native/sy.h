@@ -74,6 +74,11 @@ extern const sy_gemm_isa sy_gemm_isa_avx512;
 /* Run a list of validated tasks (parallel as appropriate). */
 void sy_gemm_run(const sy_gemm_task *tasks, int ntasks);
 
+/* C[mcb x ncb] (+)= packed A block · packed B block (depth kcb) through the micro-kernel, panel by
+ * panel (acc as for `micro`): the inner loops of every GEMM driver. */
+void sy_gemm_block(const sy_gemm_isa *isa, const float *ap, const float *bp, int mcb, int ncb, int kcb, float *c,
+                   int64_t ldc, int acc);
+
 /* Grouped GEMM with a gated epilogue (gemm_gated.c), one task per expert block, A row-major:
  *   SY_GATED_UP:        c1 = A·op(b1), c3 = A·op(b3) (stored), o1 = act(c1) ⊙ c3
  *   SY_GATED_DOWN_GRAD: G = A·op(b1) (not stored), o1 = G ⊙ c3 ⊙ act'(c1), o3 = G ⊙ act(c1)
