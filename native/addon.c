@@ -179,6 +179,12 @@ static int arg_op(call_t *c, int i, const char *name, int count, int *out) {
   return 1;
 }
 
+/* The activations of the gated kernels (gatedAct, gatedActGrad, gemmGated). */
+static void check_gated_act(call_t *c, int act) {
+  if (!c->failed && act != SY_RELU && act != SY_GELU && act != SY_GELU_TANH && act != SY_SILU)
+    throw_range(c, "act: unsupported activation");
+}
+
 /* len >= need, else RangeError naming the argument. */
 static int need(call_t *c, const char *name, int64_t len, int64_t want) {
   if (c->failed) return 0;
@@ -236,30 +242,42 @@ static void buffer_table(napi_env env, napi_value arr, uint32_t nbuf, float **bu
   }
 }
 
+/*
+ * The (buffers, params) pair of a task-list kernel: argv[bi] an array (its length in *nbuf),
+ * argv[bi + 1] an Int32Array of `stride` ints per task (at most max_tasks tasks). Returns 0 after
+ * throwing.
+ */
+static int task_list_args(call_t *c, int bi, int stride, int64_t max_tasks, uint32_t *nbuf, int32_t **params,
+                          int64_t *ntasks) {
+  bool is_arr = false;
+  napi_is_array(c->env, c->argv[bi], &is_arr);
+  if (!is_arr) {
+    throw_type(c, "buffers must be an array of Float32Array");
+    return 0;
+  }
+  napi_get_array_length(c->env, c->argv[bi], nbuf);
+  int64_t plen;
+  if (!arg_i32(c, bi + 1, "params", params, &plen)) return 0;
+  if (plen % stride != 0) {
+    throw_range(c, "params.length=%lld is not a multiple of %d", (long long)plen, stride);
+    return 0;
+  }
+  *ntasks = plen / stride;
+  if (*ntasks > max_tasks) {
+    throw_range(c, "too many tasks (%lld)", (long long)*ntasks);
+    return 0;
+  }
+  return 1;
+}
+
 static napi_value js_gemm(napi_env env, napi_callback_info info) {
   call_t c;
   if (!begin(&c, env, info, "gemm", 2)) return NULL;
-  bool is_arr = false;
-  napi_is_array(env, c.argv[0], &is_arr);
-  if (!is_arr) {
-    throw_type(&c, "buffers must be an array of Float32Array");
-    return NULL;
-  }
   uint32_t nbuf = 0;
-  napi_get_array_length(env, c.argv[0], &nbuf);
   int32_t *params;
-  int64_t plen;
-  if (!arg_i32(&c, 1, "params", &params, &plen)) return NULL;
-  if (plen % GEMM_PARAMS != 0) {
-    throw_range(&c, "params.length=%lld is not a multiple of %d", (long long)plen, GEMM_PARAMS);
-    return NULL;
-  }
-  int64_t ntasks = plen / GEMM_PARAMS;
+  int64_t ntasks;
+  if (!task_list_args(&c, 0, GEMM_PARAMS, 1 << 24, &nbuf, &params, &ntasks)) return NULL;
   if (ntasks == 0) return undef(env);
-  if (ntasks > (1 << 24)) {
-    throw_range(&c, "too many tasks (%lld)", (long long)ntasks);
-    return NULL;
-  }
 
   float *buf_stack[64];
   int64_t len_stack[64];
@@ -397,28 +415,15 @@ static napi_value js_gemm_gated(napi_env env, napi_callback_info info) {
   if (!begin(&c, env, info, "gemmGated", 4)) return NULL;
   arg_op(&c, 0, "mode", 2, &mode);
   arg_op(&c, 1, "act", SY_UNARY_COUNT, &act);
-  if (!c.failed && act != SY_RELU && act != SY_GELU && act != SY_GELU_TANH && act != SY_SILU)
-    throw_range(&c, "act: unsupported activation");
+  check_gated_act(&c, act);
   if (c.failed) return NULL;
-  bool is_arr = false;
-  napi_is_array(env, c.argv[2], &is_arr);
-  if (!is_arr) {
-    throw_type(&c, "buffers must be an array of Float32Array");
-    return NULL;
-  }
   uint32_t nbuf = 0;
-  napi_get_array_length(env, c.argv[2], &nbuf);
   int32_t *params;
-  int64_t plen;
-  if (!arg_i32(&c, 3, "params", &params, &plen)) return NULL;
-  if (plen % GATED_PARAMS != 0) {
-    throw_range(&c, "params.length=%lld is not a multiple of %d", (long long)plen, GATED_PARAMS);
-    return NULL;
-  }
-  int64_t ntasks = plen / GATED_PARAMS;
+  int64_t ntasks;
+  if (!task_list_args(&c, 2, GATED_PARAMS, 1 << 20, &nbuf, &params, &ntasks)) return NULL;
   if (ntasks == 0) return undef(env);
-  if (ntasks > (1 << 20) || nbuf > (1u << 20)) {
-    throw_range(&c, "too many tasks (%lld) or buffers (%u)", (long long)ntasks, nbuf);
+  if (nbuf > (1u << 20)) {
+    throw_range(&c, "too many buffers (%u)", nbuf);
     return NULL;
   }
   float **bufs = (float **)calloc(nbuf ? nbuf : 1, sizeof(float *));
@@ -528,8 +533,7 @@ static napi_value js_gated(napi_env env, napi_callback_info info) {
   arg_f32(&c, 3, "out", 0, &out, &no);
   need(&c, "b", nb, na);
   need(&c, "out", no, na);
-  if (!c.failed && op != SY_RELU && op != SY_GELU && op != SY_GELU_TANH && op != SY_SILU)
-    throw_range(&c, "act: unsupported activation");
+  check_gated_act(&c, op);
   if (c.failed) return NULL;
   sy_op_gated(op, a, b, out, na);
   return undef(env);
@@ -551,8 +555,7 @@ static napi_value js_gated_grad(napi_env env, napi_callback_info info) {
   need(&c, "dy", ndy, na);
   need(&c, "da", nda, na);
   need(&c, "db", ndb, na);
-  if (!c.failed && op != SY_RELU && op != SY_GELU && op != SY_GELU_TANH && op != SY_SILU)
-    throw_range(&c, "act: unsupported activation");
+  check_gated_act(&c, op);
   if (c.failed) return NULL;
   sy_op_gated_grad(op, a, b, dy, da, db, na);
   return undef(env);
