@@ -3,6 +3,7 @@
  * with 8x8 in-register transposes. Compiled with -mavx2 -mfma.
  */
 #include "sy.h"
+#include "gemm_portable.h"
 
 #if defined(__x86_64__) && defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
@@ -151,13 +152,7 @@ static void micro(int64_t kc, const float *SY_RESTRICT ap, const float *SY_RESTR
   } else {
     float tmp[MR][NR];
     ALL_ROWS(SAVE_ROW)
-    for (int i = 0; i < mr; i++) {
-      float *cr = c + (int64_t)i * ldc;
-      if (acc)
-        for (int j = 0; j < nr; j++) cr[j] = cr[j] + tmp[i][j];
-      else
-        for (int j = 0; j < nr; j++) cr[j] = tmp[i][j];
-    }
+    sy_store_tile(NR, &tmp[0][0], mr, nr, c, ldc, acc);
   }
 }
 

@@ -4,6 +4,7 @@
  * This is the fallback on CPUs without AVX2/FMA and the arm64 path.
  */
 #include "sy.h"
+#include "gemm_portable.h"
 
 #include <string.h>
 
@@ -17,32 +18,14 @@
 #define MC 128
 
 static void pack_a(int trans, const float *a, int64_t lda, int mc, int kc, float *ap) {
-  for (int p = 0; p < mc; p += MR) {
-    int mr = mc - p < MR ? mc - p : MR;
-    float *dst = ap + (int64_t)p * kc;
-    for (int l = 0; l < kc; l++) {
-      int i = 0;
-      if (trans)
-        for (; i < mr; i++) dst[l * MR + i] = a[(int64_t)l * lda + p + i];
-      else
-        for (; i < mr; i++) dst[l * MR + i] = a[(int64_t)(p + i) * lda + l];
-      for (; i < MR; i++) dst[l * MR + i] = 0.0f;
-    }
-  }
+  sy_pack_a_portable(MR, trans, a, lda, mc, kc, ap);
 }
 
 static void pack_b(int trans, const float *b, int64_t ldb, int kc, int nc, float *bp) {
   for (int q = 0; q < nc; q += NR) {
     int nr = nc - q < NR ? nc - q : NR;
     float *dst = bp + (int64_t)q * kc;
-    for (int l = 0; l < kc; l++) {
-      int j = 0;
-      if (trans)
-        for (; j < nr; j++) dst[l * NR + j] = b[(int64_t)(q + j) * ldb + l];
-      else
-        for (; j < nr; j++) dst[l * NR + j] = b[(int64_t)l * ldb + q + j];
-      for (; j < NR; j++) dst[l * NR + j] = 0.0f;
-    }
+    sy_pack_b_panel_portable(NR, trans, b, ldb, kc, q, nr, dst);
   }
 }
 
@@ -59,13 +42,7 @@ static void micro(int64_t kc, const float *SY_RESTRICT ap, const float *SY_RESTR
       for (int j = 0; j < NR; j++) t[i][j] += av * bl[j];
     }
   }
-  for (int i = 0; i < mr; i++) {
-    float *cr = c + (int64_t)i * ldc;
-    if (acc)
-      for (int j = 0; j < nr; j++) cr[j] = cr[j] + t[i][j];
-    else
-      for (int j = 0; j < nr; j++) cr[j] = t[i][j];
-  }
+  sy_store_tile(NR, &t[0][0], mr, nr, c, ldc, acc);
 }
 
 const sy_gemm_isa sy_gemm_isa_scalar = {

@@ -7,6 +7,7 @@
  * within a depth block, so results are deterministic and independent of the thread count.
  */
 #include "../sy.h"
+#include "../gemm_portable.h"
 
 #include <wasm_simd128.h>
 
@@ -16,18 +17,7 @@
 #define MC 128
 
 static void pack_a(int trans, const float *a, int64_t lda, int mc, int kc, float *ap) {
-  for (int p = 0; p < mc; p += MR) {
-    int mr = mc - p < MR ? mc - p : MR;
-    float *dst = ap + (int64_t)p * kc;
-    for (int l = 0; l < kc; l++) {
-      int i = 0;
-      if (trans)
-        for (; i < mr; i++) dst[l * MR + i] = a[(int64_t)l * lda + p + i];
-      else
-        for (; i < mr; i++) dst[l * MR + i] = a[(int64_t)(p + i) * lda + l];
-      for (; i < MR; i++) dst[l * MR + i] = 0.0f;
-    }
-  }
+  sy_pack_a_portable(MR, trans, a, lda, mc, kc, ap);
 }
 
 static void pack_b(int trans, const float *b, int64_t ldb, int kc, int nc, float *bp) {
@@ -41,14 +31,7 @@ static void pack_b(int trans, const float *b, int64_t ldb, int kc, int nc, float
       }
       continue;
     }
-    for (int l = 0; l < kc; l++) {
-      int j = 0;
-      if (trans)
-        for (; j < nr; j++) dst[l * NR + j] = b[(int64_t)(q + j) * ldb + l];
-      else
-        for (; j < nr; j++) dst[l * NR + j] = b[(int64_t)l * ldb + q + j];
-      for (; j < NR; j++) dst[l * NR + j] = 0.0f;
-    }
+    sy_pack_b_panel_portable(NR, trans, b, ldb, kc, q, nr, dst);
   }
 }
 
@@ -90,13 +73,7 @@ static void micro(int64_t kc, const float *SY_RESTRICT ap, const float *SY_RESTR
   float tmp[MR][NR];
   for (int i = 0; i < MR; i++)
     for (int v = 0; v < 4; v++) wasm_v128_store(&tmp[i][4 * v], t[i][v]);
-  for (int i = 0; i < mr; i++) {
-    float *cr = c + (int64_t)i * ldc;
-    if (acc)
-      for (int j = 0; j < nr; j++) cr[j] = cr[j] + tmp[i][j];
-    else
-      for (int j = 0; j < nr; j++) cr[j] = tmp[i][j];
-  }
+  sy_store_tile(NR, &tmp[0][0], mr, nr, c, ldc, acc);
 }
 
 const sy_gemm_isa sy_gemm_isa_simd128 = {
