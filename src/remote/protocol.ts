@@ -81,6 +81,25 @@ export function messageBytes(rows: number, cols: number): number {
   return HEADER_BYTES + 4 * rows * cols;
 }
 
+/** The 32-byte header shared by both formats; word 16 is the expert (single) or the block count (batched). */
+function writeHeader(dv: DataView, kind: number, requestId: number, layer: number, word16: number, rows: number, cols: number): void {
+  dv.setUint32(0, MAGIC, true);
+  dv.setUint16(4, VERSION, true);
+  dv.setUint16(6, kind, true);
+  dv.setUint32(8, requestId >>> 0, true);
+  dv.setUint32(12, layer, true);
+  dv.setUint32(16, word16, true);
+  dv.setUint32(20, rows, true);
+  dv.setUint32(24, cols, true);
+  dv.setUint32(28, 0, true);
+}
+
+/** Rows as little-endian float32 at byte `at` of buf (one copy on little-endian hosts). */
+function writeRows(buf: Uint8Array, dv: DataView, at: number, src: Float32Array): void {
+  if (LITTLE_ENDIAN) buf.set(new Uint8Array(src.buffer, src.byteOffset, src.byteLength), at);
+  else for (let k = 0; k < src.length; k++) dv.setFloat32(at + 4 * k, src[k], true);
+}
+
 /**
  * Encode one message. `data` holds at least rows·cols floats from `dataOffset` (in floats).
  * Into `out` when given (it must be exactly messageBytes(rows, cols) long), else a new buffer.
@@ -96,18 +115,8 @@ export function encodeMessage(
   const buf = out ?? new Uint8Array(bytes);
   if (buf.length !== bytes) throw new ProtocolError('out', buf.length, `must be ${bytes} bytes for ${m.rows}x${m.cols}`);
   const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
-  dv.setUint32(0, MAGIC, true);
-  dv.setUint16(4, VERSION, true);
-  dv.setUint16(6, m.kind, true);
-  dv.setUint32(8, m.requestId >>> 0, true);
-  dv.setUint32(12, m.layer, true);
-  dv.setUint32(16, m.expert, true);
-  dv.setUint32(20, m.rows, true);
-  dv.setUint32(24, m.cols, true);
-  dv.setUint32(28, 0, true);
-  const src = data.subarray(dataOffset, dataOffset + n);
-  if (LITTLE_ENDIAN) buf.set(new Uint8Array(src.buffer, src.byteOffset, 4 * n), HEADER_BYTES);
-  else for (let i = 0; i < n; i++) dv.setFloat32(HEADER_BYTES + 4 * i, src[i], true);
+  writeHeader(dv, m.kind, m.requestId, m.layer, m.expert, m.rows, m.cols);
+  writeRows(buf, dv, HEADER_BYTES, data.subarray(dataOffset, dataOffset + n));
   return buf;
 }
 
@@ -205,15 +214,7 @@ export function encodeBatch(
   const cols = m.cols;
   const buf = new Uint8Array(batchBytes(blocks.length, rows, cols));
   const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
-  dv.setUint32(0, MAGIC, true);
-  dv.setUint16(4, VERSION, true);
-  dv.setUint16(6, m.kind, true);
-  dv.setUint32(8, m.requestId >>> 0, true);
-  dv.setUint32(12, m.layer, true);
-  dv.setUint32(16, blocks.length, true);
-  dv.setUint32(20, rows, true);
-  dv.setUint32(24, cols, true);
-  dv.setUint32(28, 0, true);
+  writeHeader(dv, m.kind, m.requestId, m.layer, blocks.length, rows, cols);
   let at = HEADER_BYTES + 8 * blocks.length;
   let next = 0;
   blocks.forEach((b, i) => {
@@ -224,8 +225,7 @@ export function encodeBatch(
     next = r0 + b.rows;
     const src = data.subarray(r0 * cols, (r0 + b.rows) * cols);
     if (src.length !== b.rows * cols) throw new ProtocolError('data', data.length, `holds no rows ${r0}..${r0 + b.rows - 1} of ${cols} floats`);
-    if (LITTLE_ENDIAN) buf.set(new Uint8Array(src.buffer, src.byteOffset, src.byteLength), at);
-    else for (let k = 0; k < src.length; k++) dv.setFloat32(at + 4 * k, src[k], true);
+    writeRows(buf, dv, at, src);
     at += src.byteLength;
   });
   return buf;
