@@ -23,7 +23,13 @@
 #include <string.h>
 
 #ifndef SY_GATED_NC
-#define SY_GATED_NC 512 /* columns per block: both packed B blocks plus the C blocks stay in L2 */
+#define SY_GATED_NC 512 /* up: columns per block, so both packed B blocks plus the C blocks stay in L2 */
+#endif
+#ifndef SY_GATED_GRAD_NC
+/* down-grad: one packed B block only, so its blocks can be twice as wide; the epilogue then reads
+ * and writes 4 KiB row segments of H1, H3, dH1, dH3 (whole pages at dFF = 1024), which the
+ * hardware prefetchers stream better than 2 KiB ones (13% faster at 8 experts, 10% at 64). */
+#define SY_GATED_GRAD_NC 1024
 #endif
 
 static inline int imin(int a, int b) { return a < b ? a : b; }
@@ -35,9 +41,10 @@ static inline const float *b_at(const float *b, int64_t ldb, int trans_b, int64_
 /* Rows [i0, i1) of one task on the calling thread. */
 static void gated_rows(const sy_gemm_isa *isa, const sy_gated_task *t, int mode, int act, int i0, int i1) {
   const int KC = isa->kc, NR = isa->nr, MC = isa->mc;
-  const int NC = (SY_GATED_NC / NR) * NR;
   const int up = mode == SY_GATED_UP;
   const int rows = i1 - i0;
+  const int NC = ((up ? SY_GATED_NC : SY_GATED_GRAD_NC) / NR) * NR;
+
   for (int jc = 0; jc < t->n; jc += NC) {
     int ncb = imin(NC, t->n - jc);
     /* down-grad: G for this unit's rows and column block, accumulated over depth blocks */

@@ -491,7 +491,8 @@ export function gemmGatedTests(nb: Backend, setup: () => void): void {
   describe('gemmGated', () => {
     const shapes: Array<{ rows: number[]; k: number; n: number; pad: number }> = [
       { rows: [0, 1, 15, 33, 130], k: 40, n: 72, pad: 3 },
-      { rows: [300, 7], k: 600, n: 530, pad: 0 }, // k past the depth block, n past the column block, one task split across threads
+      { rows: [300, 7], k: 600, n: 530, pad: 0 }, // k past the depth block, n past the up column block, one task split across threads
+      { rows: [45, 2], k: 24, n: 1100, pad: 1 }, // n past the (wider) down-grad column block
     ];
     for (const mode of ['up', 'down-grad'] as const)
       it(`${mode}: equals gemm then gatedAct${mode === 'up' ? '' : 'Grad'} on the same backend, and the reference`, () => {
