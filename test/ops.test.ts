@@ -442,6 +442,10 @@ forEachBackend((backend, run) => {
           expect(v2.toArray().slice(row * 3, row * 3 + 3)).toEqual(vals.slice(0, 3).map((p) => p[0]));
         }
         expectTypedError(() => topK(x, 6), RangeValueError, 'topK.k', '6');
+        // NaN counts as the largest value (torch.topk); two NaNs keep their index order.
+        const withNaN = topK(Tensor.from([2, NaN, 7, NaN, 1], [1, 5]), 3);
+        expect(withNaN.indices.toArray()).toEqual([1, 3, 2]);
+        expect(withNaN.values.toArray()).toEqual([NaN, NaN, 7]);
       });
 
       test('oneHot', () => {

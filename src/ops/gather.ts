@@ -80,6 +80,12 @@ export function scatterAddRows(src: Tensor, idx: IndexLike, numRows: number, wei
 /** Alias of scatterAddRows (torch.index_add_ into zeros). */
 export const indexAdd = scatterAddRows;
 
+/** Whether v goes ahead of u in a descending top-k: strictly greater (so among equal values the
+ * earlier, lower index stays ahead), and NaN counts as largest (torch). */
+function beats(v: number, u: number): boolean {
+  return v > u || (v !== v && u === u);
+}
+
 /**
  * The k largest entries along the last axis, sorted descending; ties go to the lower index.
  * values is differentiable (gradient scattered back to the picked positions); indices is int32.
@@ -95,30 +101,20 @@ export function topK(x: Tensor, k: number): { values: Tensor; indices: Tensor } 
   const order = new Int32Array(k);
   for (let r = 0; r < rows; r++) {
     const base = r * cols;
-    // Insertion into a sorted buffer of size k: O(cols·k), best for the small k of routers.
+    // Insertion into a sorted buffer of size k: O(cols·k), best for the small k of routers. No
+    // closures in here: one per element was most of a 64-expert router's time, and its garbage.
     let filled = 0;
     for (let c = 0; c < cols; c++) {
       const v = xd[base + c];
-      // Strictly greater wins, so among equal values the earlier (lower) index stays ahead. NaN counts as largest (torch).
-      const beats = (j: number): boolean => {
-        const u = xd[base + order[j]];
-        return (v > u || (Number.isNaN(v) && !Number.isNaN(u)));
-      };
-      if (filled < k) {
-        let j = filled++;
-        while (j > 0 && beats(j - 1)) {
-          order[j] = order[j - 1];
-          j--;
-        }
-        order[j] = c;
-      } else if (k > 0 && beats(k - 1)) {
-        let j = k - 1;
-        while (j > 0 && beats(j - 1)) {
-          order[j] = order[j - 1];
-          j--;
-        }
-        order[j] = c;
+      let j: number;
+      if (filled < k) j = filled++;
+      else if (k > 0 && beats(v, xd[base + order[k - 1]])) j = k - 1;
+      else continue;
+      while (j > 0 && beats(v, xd[base + order[j - 1]])) {
+        order[j] = order[j - 1];
+        j--;
       }
+      order[j] = c;
     }
     for (let j = 0; j < k; j++) {
       inds[r * k + j] = order[j];
