@@ -40,7 +40,7 @@ static inline const float *b_at(const float *b, int64_t ldb, int trans_b, int64_
 
 /* Rows [i0, i1) of one task on the calling thread. */
 static void gated_rows(const sy_gemm_isa *isa, const sy_gated_task *t, int mode, int act, int i0, int i1) {
-  const int KC = isa->kc, NR = isa->nr, MC = isa->mc;
+  const int KC = isa->kc, MR = isa->mr, NR = isa->nr, MC = isa->mc;
   const int up = mode == SY_GATED_UP;
   const int rows = i1 - i0;
   const int NC = ((up ? SY_GATED_NC : SY_GATED_GRAD_NC) / NR) * NR;
@@ -65,12 +65,22 @@ static void gated_rows(const sy_gemm_isa *isa, const sy_gated_task *t, int mode,
         isa->pack_a(0, t->a + (int64_t)ib * t->lda + p0, t->lda, mcb, kcb, ap);
         if (up) {
           float *c1 = t->c1 + (int64_t)ib * t->ld + jc, *c3 = t->c3 + (int64_t)ib * t->ld + jc;
-          sy_gemm_block(isa, ap, bp1, mcb, ncb, kcb, c1, t->ld, p0 > 0);
-          sy_gemm_block(isa, ap, bp3, mcb, ncb, kcb, c3, t->ld, p0 > 0);
-          if (last) {
-            for (int r = 0; r < mcb; r++) {
-              int64_t o = (int64_t)r * t->ld;
-              sy_ew_impl->gated(act, c1 + o, c3 + o, t->o1 + (int64_t)(ib + r) * t->ld + jc, ncb);
+          /* Panel by panel (MR rows): both products for the panel's rows, then their epilogue, so
+           * the hidden state's stores interleave with the FMAs instead of following the block
+           * (7-11% faster at 8 experts, 5% at 64, paired in-process A/B). */
+          for (int ir = 0; ir < mcb; ir += MR) {
+            int mr = imin(MR, mcb - ir);
+            const float *api = ap + (int64_t)ir * kcb;
+            for (int jr = 0; jr < ncb; jr += NR) {
+              int nr = imin(NR, ncb - jr);
+              isa->micro(kcb, api, bp1 + (int64_t)jr * kcb, c1 + (int64_t)ir * t->ld + jr, t->ld, mr, nr, p0 > 0);
+              isa->micro(kcb, api, bp3 + (int64_t)jr * kcb, c3 + (int64_t)ir * t->ld + jr, t->ld, mr, nr, p0 > 0);
+            }
+            if (last) {
+              for (int r = ir; r < ir + mr; r++) {
+                int64_t o = (int64_t)r * t->ld;
+                sy_ew_impl->gated(act, c1 + o, c3 + o, t->o1 + (int64_t)(ib + r) * t->ld + jc, ncb);
+              }
             }
           }
         } else {
