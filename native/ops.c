@@ -463,7 +463,7 @@ static void scatter_cols_item(void *vc, int64_t item, int tid) {
   sy_ew_impl->scatter_add(c->src, c->idx, c->w, c->nidx, c->cols, c0, c1, c->out);
 }
 
-/* Row split (narrow rows): item owns output rows [r0, r1); row r's sources are order[start[r] ..
+/* Row split (rows under 1024 floats): item owns output rows [r0, r1); row r's sources are order[start[r] ..
  * start[r+1]), a stable counting sort of idx, so each row adds its sources in increasing i exactly
  * as the serial kernel does, and the split costs O(nidx) in all instead of a scan per item. */
 static void scatter_rows_item(void *vc, int64_t item, int tid) {
@@ -485,7 +485,12 @@ void sy_op_scatter_add_rows(const float *src, const int32_t *idx, const float *w
     sy_ew_impl->scatter_add(src, idx, w, nidx, cols, 0, cols, out);
     return;
   }
-  if (cols >= 256) {
+  /* Rows up to 1023 floats (dModel-sized, the MoE combine) split by output row: each thread then
+   * writes (and, for a fresh output, page-faults) only its own rows; split by columns, every thread
+   * touched every row. At 4096 sources x 256 columns: 0.55 vs 0.68 ms into a reused output, 2.75 vs
+   * 3.73 ms into a fresh one. Wider rows keep the column split, which stays balanced however the
+   * sources are spread over the rows. */
+  if (cols >= 1024) {
     c.per_item = 64; /* fixed column blocks */
     sy_parallel_for(cdiv(cols, c.per_item), scatter_cols_item, &c);
   } else {

@@ -975,7 +975,7 @@ export function indexingTests(nb: Backend, setup: () => void): void {
 
     it('scatterAddRows with duplicate indices (weighted and unweighted, narrow and wide rows)', () => {
       setup();
-      for (const [rows, cols, nidx] of [[5, 1, 7], [33, 7, 100], [50, 3, 40000], [40, 600, 500], [4, 0, 3]])
+      for (const [rows, cols, nidx] of [[5, 1, 7], [33, 7, 100], [50, 3, 40000], [40, 600, 500], [12, 1100, 70], [4, 0, 3]])
         for (const weighted of [false, true]) {
           const src = wideArray(nidx * cols, nidx);
           const idx = new Int32Array(nidx).map((_, i) => (i * 13 + (i >> 3)) % rows);
