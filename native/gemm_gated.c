@@ -44,7 +44,6 @@ static void gated_rows(const sy_gemm_isa *isa, const sy_gated_task *t, int mode,
   const int up = mode == SY_GATED_UP;
   const int rows = i1 - i0;
   const int NC = ((up ? SY_GATED_NC : SY_GATED_GRAD_NC) / NR) * NR;
-
   for (int jc = 0; jc < t->n; jc += NC) {
     int ncb = imin(NC, t->n - jc);
     /* down-grad: G for this unit's rows and column block, accumulated over depth blocks */

@@ -463,9 +463,10 @@ static void scatter_cols_item(void *vc, int64_t item, int tid) {
   sy_ew_impl->scatter_add(c->src, c->idx, c->w, c->nidx, c->cols, c0, c1, c->out);
 }
 
-/* Row split (rows under 1024 floats): item owns output rows [r0, r1); row r's sources are order[start[r] ..
- * start[r+1]), a stable counting sort of idx, so each row adds its sources in increasing i exactly
- * as the serial kernel does, and the split costs O(nidx) in all instead of a scan per item. */
+/* Row split (rows under 1024 floats): item owns output rows [r0, r1); row r's sources are
+ * order[start[r] .. start[r+1]), a stable counting sort of idx, so each row adds its sources in
+ * increasing i exactly as the serial kernel does, and the split costs O(nidx) in all instead of a
+ * scan per item. */
 static void scatter_rows_item(void *vc, int64_t item, int tid) {
   (void)tid;
   const gs_ctx *c = (const gs_ctx *)vc;
