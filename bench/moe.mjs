@@ -80,6 +80,12 @@ export function benchMoE() {
       peer[`${key}_threads`] = `torch ${PEER_SPLITS[best].torch}t + openblas ${PEER_SPLITS[best].blas}t`;
     }
     const me = { forward_s: med(runs.ours, 'forward_s'), forward_backward_s: med(runs.ours, 'forward_backward_s') };
+    // This host's speed drifts from minute to minute: show each side's spread over its runs too.
+    const spread = (list, key) => {
+      const v = list.map((r) => c.tokens / r[key]);
+      return `${Math.round(Math.min(...v)).toLocaleString('en-US')}-${Math.round(Math.max(...v)).toLocaleString('en-US')}`;
+    };
+    const bestRuns = (key) => runs.peers[PEER_SPLITS.findIndex((sp) => peer[`${key}_threads`] === `torch ${sp.torch}t + openblas ${sp.blas}t`)];
     const row = { ...c, ours: me, torch: peer, peerName: runs.peers[0][0].peer };
     results.push(row);
     const tps = (s) => Math.round(c.tokens / s).toLocaleString('en-US');
@@ -87,7 +93,8 @@ export function benchMoE() {
     for (const key of ['forward_s', 'forward_backward_s']) {
       console.log(
         `  ${key === 'forward_s' ? 'forward         ' : 'forward+backward'}  switchyard ${tps(me[key])} tok/s  ` +
-          `torch (${peer[`${key}_threads`]}) ${tps(peer[key])} tok/s  ratio ${(peer[key] / me[key]).toFixed(2)}x`,
+          `torch (${peer[`${key}_threads`]}) ${tps(peer[key])} tok/s  ratio ${(peer[key] / me[key]).toFixed(2)}x` +
+          `  [runs: switchyard ${spread(runs.ours, key)}, torch ${spread(bestRuns(key), key)} tok/s]`,
       );
     }
   }
