@@ -243,6 +243,45 @@ static void buffer_table(napi_env env, napi_value arr, uint32_t nbuf, float **bu
 }
 
 /*
+ * The buffers argument of a task-list kernel, resolved by buffer_table. Up to 64 entries live on
+ * the stack; more are allocated, and buffer_set_close frees them.
+ */
+typedef struct {
+  uint32_t n;
+  float **bufs;
+  int64_t *lens;
+  signed char *ok;
+  float *bufs_stack[64];
+  int64_t lens_stack[64];
+  signed char ok_stack[64];
+} buffer_set;
+
+/* Returns 0 after throwing (out of memory); buffer_set_close is due either way. */
+static int buffer_set_open(call_t *c, napi_value arr, uint32_t nbuf, buffer_set *s) {
+  s->n = nbuf;
+  s->bufs = s->bufs_stack;
+  s->lens = s->lens_stack;
+  s->ok = s->ok_stack;
+  if (nbuf > 64) {
+    s->bufs = (float **)malloc(sizeof(float *) * nbuf);
+    s->lens = (int64_t *)malloc(sizeof(int64_t) * nbuf);
+    s->ok = (signed char *)malloc(nbuf);
+  }
+  if (!s->bufs || !s->lens || !s->ok) {
+    throw_range(c, "out of memory");
+    return 0;
+  }
+  buffer_table(c->env, arr, nbuf, s->bufs, s->lens, s->ok);
+  return 1;
+}
+
+static void buffer_set_close(buffer_set *s) {
+  if (s->bufs != s->bufs_stack) free(s->bufs);
+  if (s->lens != s->lens_stack) free(s->lens);
+  if (s->ok != s->ok_stack) free(s->ok);
+}
+
+/*
  * The (buffers, params) pair of a task-list kernel: argv[bi] an array (its length in *nbuf),
  * argv[bi + 1] an Int32Array of `stride` ints per task (at most max_tasks tasks). Returns 0 after
  * throwing.
@@ -279,25 +318,18 @@ static napi_value js_gemm(napi_env env, napi_callback_info info) {
   if (!task_list_args(&c, 0, GEMM_PARAMS, 1 << 24, &nbuf, &params, &ntasks)) return NULL;
   if (ntasks == 0) return undef(env);
 
-  float *buf_stack[64];
-  int64_t len_stack[64];
-  signed char ok_stack[64];
-  float **bufs = buf_stack;
-  int64_t *lens = len_stack;
-  signed char *okf = ok_stack;
+  buffer_set set;
   sy_gemm_task task_stack[64];
   sy_gemm_task *tasks = task_stack;
-  if (nbuf > 64) {
-    bufs = (float **)malloc(sizeof(float *) * nbuf);
-    lens = (int64_t *)malloc(sizeof(int64_t) * nbuf);
-    okf = (signed char *)malloc(nbuf);
-  }
   if (ntasks > 64) tasks = (sy_gemm_task *)malloc(sizeof(sy_gemm_task) * (size_t)ntasks);
-  if (!bufs || !lens || !okf || !tasks) {
+  if (!tasks) {
     throw_range(&c, "out of memory");
-    goto done;
+    return NULL;
   }
-  buffer_table(env, c.argv[0], nbuf, bufs, lens, okf);
+  if (!buffer_set_open(&c, c.argv[0], nbuf, &set)) goto done;
+  float *const *bufs = set.bufs;
+  const int64_t *lens = set.lens;
+  const signed char *okf = set.ok;
   for (int64_t t = 0; t < ntasks; t++) {
     const int32_t *p = params + t * GEMM_PARAMS;
     int32_t ab = p[0], ao = p[1], lda = p[2], bb = p[3], bo = p[4], ldb = p[5], cb = p[6], co = p[7], ldc = p[8];
@@ -368,9 +400,7 @@ static napi_value js_gemm(napi_env env, napi_callback_info info) {
   }
   sy_gemm_run(tasks, (int)ntasks);
 done:
-  if (bufs != buf_stack) free(bufs);
-  if (lens != len_stack) free(lens);
-  if (okf != ok_stack) free(okf);
+  buffer_set_close(&set);
   if (tasks != task_stack) free(tasks);
   return c.failed ? NULL : undef(env);
 }
@@ -383,13 +413,12 @@ done:
 
 /* Resolve buffers[bi] + off as a matrix of rows x cols (leading dim ld, or cols-contiguous). */
 static int gated_matrix(call_t *c, int64_t t, const char *name, int32_t bi, int32_t off, int64_t rows, int64_t cols,
-                        int64_t ld, uint32_t nbuf, float *const *bufs, const int64_t *lens, const signed char *okf,
-                        float **out) {
-  if (bi < 0 || (uint32_t)bi >= nbuf) {
-    throw_range(c, "task %lld: %s=%d names a missing buffer (%u buffers)", (long long)t, name, bi, nbuf);
+                        int64_t ld, const buffer_set *s, float **out) {
+  if (bi < 0 || (uint32_t)bi >= s->n) {
+    throw_range(c, "task %lld: %s=%d names a missing buffer (%u buffers)", (long long)t, name, bi, s->n);
     return 0;
   }
-  if (!okf[bi]) {
+  if (!s->ok[bi]) {
     throw_type(c, "task %lld: buffers[%d] (%s) is not a Float32Array", (long long)t, bi, name);
     return 0;
   }
@@ -399,13 +428,13 @@ static int gated_matrix(call_t *c, int64_t t, const char *name, int32_t bi, int3
   }
   if (rows > 0 && cols > 0) {
     int64_t end = (int64_t)off + (rows - 1) * ld + cols;
-    if (end > lens[bi]) {
+    if (end > s->lens[bi]) {
       throw_range(c, "task %lld: %s (buffers[%d]) needs %lld elements, has %lld", (long long)t, name, bi,
-                  (long long)end, (long long)lens[bi]);
+                  (long long)end, (long long)s->lens[bi]);
       return 0;
     }
   }
-  *out = bufs[bi] + off;
+  *out = s->bufs[bi] + off;
   return 1;
 }
 
@@ -426,15 +455,13 @@ static napi_value js_gemm_gated(napi_env env, napi_callback_info info) {
     throw_range(&c, "too many buffers (%u)", nbuf);
     return NULL;
   }
-  float **bufs = (float **)calloc(nbuf ? nbuf : 1, sizeof(float *));
-  int64_t *lens = (int64_t *)calloc(nbuf ? nbuf : 1, sizeof(int64_t));
-  signed char *okf = (signed char *)calloc(nbuf ? nbuf : 1, 1);
+  buffer_set set;
   sy_gated_task *tasks = (sy_gated_task *)calloc((size_t)ntasks, sizeof(sy_gated_task));
-  if (!bufs || !lens || !okf || !tasks) {
+  if (!tasks) {
     throw_range(&c, "out of memory");
-    goto done;
+    return NULL;
   }
-  buffer_table(env, c.argv[2], nbuf, bufs, lens, okf);
+  if (!buffer_set_open(&c, c.argv[2], nbuf, &set)) goto done;
   for (int64_t t = 0; t < ntasks; t++) {
     const int32_t *p = params + t * GATED_PARAMS;
     int32_t lda = p[2], ldb = p[7], ld = p[16], m = p[17], n = p[18], k = p[19], tb = p[20] != 0;
@@ -448,16 +475,16 @@ static napi_value js_gemm_gated(napi_env env, napi_callback_info info) {
       goto done;
     }
     float *a, *b1, *b3 = NULL, *c1, *c3, *o1, *o3 = NULL;
-    if (!gated_matrix(&c, t, "aBuf", p[0], p[1], m, k, lda, nbuf, bufs, lens, okf, &a)) goto done;
-    if (!gated_matrix(&c, t, "b1Buf", p[3], p[4], tb ? n : k, tb ? k : n, ldb, nbuf, bufs, lens, okf, &b1)) goto done;
+    if (!gated_matrix(&c, t, "aBuf", p[0], p[1], m, k, lda, &set, &a)) goto done;
+    if (!gated_matrix(&c, t, "b1Buf", p[3], p[4], tb ? n : k, tb ? k : n, ldb, &set, &b1)) goto done;
     if (mode == SY_GATED_UP &&
-        !gated_matrix(&c, t, "b3Buf", p[5], p[6], tb ? n : k, tb ? k : n, ldb, nbuf, bufs, lens, okf, &b3))
+        !gated_matrix(&c, t, "b3Buf", p[5], p[6], tb ? n : k, tb ? k : n, ldb, &set, &b3))
       goto done;
-    if (!gated_matrix(&c, t, "c1Buf", p[8], p[9], m, n, ld, nbuf, bufs, lens, okf, &c1)) goto done;
-    if (!gated_matrix(&c, t, "c3Buf", p[10], p[11], m, n, ld, nbuf, bufs, lens, okf, &c3)) goto done;
-    if (!gated_matrix(&c, t, "o1Buf", p[12], p[13], m, n, ld, nbuf, bufs, lens, okf, &o1)) goto done;
+    if (!gated_matrix(&c, t, "c1Buf", p[8], p[9], m, n, ld, &set, &c1)) goto done;
+    if (!gated_matrix(&c, t, "c3Buf", p[10], p[11], m, n, ld, &set, &c3)) goto done;
+    if (!gated_matrix(&c, t, "o1Buf", p[12], p[13], m, n, ld, &set, &o1)) goto done;
     if (mode == SY_GATED_DOWN_GRAD &&
-        !gated_matrix(&c, t, "o3Buf", p[14], p[15], m, n, ld, nbuf, bufs, lens, okf, &o3))
+        !gated_matrix(&c, t, "o3Buf", p[14], p[15], m, n, ld, &set, &o3))
       goto done;
     T->a = a;
     T->b1 = b1;
@@ -476,9 +503,7 @@ static napi_value js_gemm_gated(napi_env env, napi_callback_info info) {
   }
   sy_gemm_gated_run(mode, act, tasks, (int)ntasks);
 done:
-  free(bufs);
-  free(lens);
-  free(okf);
+  buffer_set_close(&set);
   free(tasks);
   return c.failed ? NULL : undef(env);
 }
