@@ -57,40 +57,38 @@ function checkOffsets(offsets: Int32Array, E: number, N: number, field: string):
   }
 }
 
+/** fn(e, r0, m) for every expert e with a non-empty row block: rows r0 .. r0 + m - 1. */
+function forEachBlock(offsets: Int32Array, fn: (e: number, r0: number, m: number) => void): void {
+  for (let e = 0; e + 1 < offsets.length; e++) {
+    const r0 = offsets[e], m = offsets[e + 1] - r0;
+    if (m > 0) fn(e, r0, m);
+  }
+}
+
 /** y[N, d] = the experts' FFN over their row blocks of x[N, d]; returns the intermediates. */
 function ffnForward(x: Float32Array, N: number, d: number, dFF: number, offsets: Int32Array, weights: ExpertBlockWeights, act: Activation, y: Float32Array): FFNTape {
-  const E = weights.w1.length;
   // Every row of h1/h3/hidden belongs to exactly one expert block and is fully written below, so
   // pooled (stale) buffers are safe.
   const h1 = acquireScratch(N * dFF);
   const h3 = weights.w3 ? acquireScratch(N * dFF) : null;
   const hidden = acquireScratch(N * dFF);
-  if (h3 && weights.w3) {
+  const w3 = weights.w3;
+  if (h3 && w3) {
     // Gated: H1 = X W1ᵀ, H3 = X W3ᵀ and hidden = act(H1) ⊙ H3 in one fused call per expert block.
     const up = new GatedGemmTasks('up', act);
-    for (let e = 0; e < E; e++) {
-      const r0 = offsets[e], m = offsets[e + 1] - r0;
-      if (m === 0) continue;
+    forEachBlock(offsets, (e, r0, m) => {
       const o = r0 * dFF;
-      up.add({ a: x, aOff: r0 * d, lda: d, b1: weights.w1[e].f32, b3: weights.w3[e].f32, ldb: d, transB: true, c1: h1, c1Off: o, c3: h3, c3Off: o, o1: hidden, o1Off: o, o3: null, o3Off: 0, ld: dFF, m, n: dFF, k: d });
-    }
+      up.add({ a: x, aOff: r0 * d, lda: d, b1: weights.w1[e].f32, b3: w3[e].f32, ldb: d, transB: true, c1: h1, c1Off: o, c3: h3, c3Off: o, o1: hidden, o1Off: o, o3: null, o3Off: 0, ld: dFF, m, n: dFF, k: d });
+    });
     up.run();
   } else {
     const up = new GemmTasks();
-    for (let e = 0; e < E; e++) {
-      const r0 = offsets[e], m = offsets[e + 1] - r0;
-      if (m === 0) continue;
-      up.add(x, r0 * d, d, weights.w1[e].f32, 0, d, h1, r0 * dFF, dFF, m, dFF, d, GEMM_TRANS_B);
-    }
+    forEachBlock(offsets, (e, r0, m) => up.add(x, r0 * d, d, weights.w1[e].f32, 0, d, h1, r0 * dFF, dFF, m, dFF, d, GEMM_TRANS_B));
     up.run();
     be().unary(act, h1, hidden);
   }
   const down = new GemmTasks();
-  for (let e = 0; e < E; e++) {
-    const r0 = offsets[e], m = offsets[e + 1] - r0;
-    if (m === 0) continue;
-    down.add(hidden, r0 * dFF, dFF, weights.w2[e].f32, 0, dFF, y, r0 * d, d, m, d, dFF, GEMM_TRANS_B);
-  }
+  forEachBlock(offsets, (e, r0, m) => down.add(hidden, r0 * dFF, dFF, weights.w2[e].f32, 0, dFF, y, r0 * d, d, m, d, dFF, GEMM_TRANS_B));
   down.run();
   return { h1, h3, hidden };
 }
@@ -126,20 +124,15 @@ function ffnBackward(tape: FFNTape, x: Float32Array, N: number, d: number, dFF: 
   if (h3 && dH3) {
     // Gated: dHidden is computed block by block and consumed in cache, never stored.
     const down = new GatedGemmTasks('down-grad', act);
-    for (let e = 0; e < E; e++) {
-      const r0 = offsets[e], m = offsets[e + 1] - r0;
-      if (m === 0) continue;
+    forEachBlock(offsets, (e, r0, m) => {
       const o = r0 * dFF;
       down.add({ a: dy, aOff: r0 * d, lda: d, b1: weights.w2[e].f32, b3: null, ldb: dFF, transB: false, c1: h1, c1Off: o, c3: h3, c3Off: o, o1: dH1, o1Off: o, o3: dH3, o3Off: o, ld: dFF, m, n: dFF, k: d });
-    }
+    });
     down.run();
   } else {
     const dHidden = acquireScratch(N * dFF);
     const t1 = new GemmTasks();
-    for (let e = 0; e < E; e++) {
-      const r0 = offsets[e], m = offsets[e + 1] - r0;
-      if (m > 0) t1.add(dy, r0 * d, d, weights.w2[e].f32, 0, dFF, dHidden, r0 * dFF, dFF, m, dFF, d, 0);
-    }
+    forEachBlock(offsets, (e, r0, m) => t1.add(dy, r0 * d, d, weights.w2[e].f32, 0, dFF, dHidden, r0 * dFF, dFF, m, dFF, d, 0));
     t1.run();
     be().unaryGrad(act, h1, hidden, dHidden, dH1);
     releaseScratch(dHidden);
