@@ -226,14 +226,17 @@ async function requestReply(subject: string, payload: Uint8Array, counters: RunR
   return msg.data;
 }
 
-async function send(subject: string, payload: Uint8Array, layer: number, expert: number, rows: number, cols: number, rid: number, counters: RunResult): Promise<Float32Array> {
-  const data = await requestReply(subject, payload, counters);
-  let rep;
+/** A reply decoded by `decode`; a reply that does not decode fails the attempt. */
+function decodeReply<T>(data: Uint8Array, decode: (data: Uint8Array) => T): T {
   try {
-    rep = decodeMessage(data, LIMITS);
+    return decode(data);
   } catch (e) {
     throw new AttemptError(`malformed reply (${(e as Error).message})`, false, false);
   }
+}
+
+async function send(subject: string, payload: Uint8Array, layer: number, expert: number, rows: number, cols: number, rid: number, counters: RunResult): Promise<Float32Array> {
+  const rep = decodeReply(await requestReply(subject, payload, counters), (data) => decodeMessage(data, LIMITS));
   if (rep.kind !== KIND_REPLY || rep.requestId !== rid || rep.layer !== layer || rep.expert !== expert || rep.rows !== rows || rep.cols !== cols) {
     throw new AttemptError(`reply does not match its request (got kind ${rep.kind}, id ${rep.requestId}, ${rep.layer}:${rep.expert}, ${rep.rows}x${rep.cols})`, false, false);
   }
@@ -326,13 +329,7 @@ async function sendBatch(subject: string, layer: number, cols: number, pieces: P
   const rid = (requestId = (requestId + 1) >>> 0);
   const blocks = pieces.map((p) => ({ expert: p.expert, rows: p.rows, row0: p.r0 }));
   const payload = encodeBatch({ kind: KIND_BATCH_FORWARD, requestId: rid, layer, cols }, blocks, input);
-  const data = await requestReply(subject, payload, counters);
-  let rep;
-  try {
-    rep = decodeBatch(data, LIMITS);
-  } catch (e) {
-    throw new AttemptError(`malformed reply (${(e as Error).message})`, false, false);
-  }
+  const rep = decodeReply(await requestReply(subject, payload, counters), (data) => decodeBatch(data, LIMITS));
   const same = rep.blocks.length === pieces.length && rep.blocks.every((b, i) => b.expert === pieces[i].expert && b.rows === pieces[i].rows);
   if (rep.kind !== KIND_BATCH_REPLY || rep.requestId !== rid || rep.layer !== layer || rep.cols !== cols || !same) {
     throw new AttemptError(`reply does not match its request (got kind ${rep.kind}, id ${rep.requestId}, layer ${rep.layer}, blocks ${rep.blocks.map((b) => `${b.expert}x${b.rows}`).join(',')}, cols ${rep.cols})`, false, false);
