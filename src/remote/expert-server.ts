@@ -158,7 +158,10 @@ export class ExpertServer {
     }
     const maxSaved = train?.maxSaved ?? 4096;
 
+    /** Refuse a message: counted as rejected (4xx, the sender's fault) or as an error (5xx, ours). */
     const reject = (msg: ServiceMsg, code: number, text: string): void => {
+      if (code >= 500) counters.errors++;
+      else counters.rejected++;
       if (server.logged < 100 || server.logged % 1000 === 0) log(`rejected a ${msg.data.length}-byte message on ${msg.subject}: ${text}`);
       server.logged++;
       if (!msg.reply) return;
@@ -169,13 +172,24 @@ export class ExpertServer {
       }
     };
 
-    /** Answer one request; `fixed` is the (layer, expert) of a per-expert subject, null on the direct subject. */
+    /** Send a reply and count it: one request, its rows, and each expert block's load. */
+    const answer = (msg: ServiceMsg, out: Uint8Array, layer: number, blocks: ReadonlyArray<{ expert: number; rows: number }>, rows: number): void => {
+      counters.requests++;
+      counters.rows += rows;
+      counters.bytesOut += out.length;
+      for (const b of blocks) {
+        const l = counters.load[`${layer}:${b.expert}`];
+        l.requests++;
+        l.rows += b.rows;
+      }
+      msg.respond(out);
+    };
+
     /** Whatever goes wrong with one message stays with that message: the server keeps serving. */
     const safely = (msg: ServiceMsg, fixed: [number, number] | null): void => {
       try {
         handle(msg, fixed);
       } catch (e) {
-        counters.errors++;
         reject(msg, 500, `internal error: ${(e as Error).message}`);
       }
     };
@@ -189,7 +203,6 @@ export class ExpertServer {
         if (m.kind !== KIND_BATCH_FORWARD) throw new ProtocolError('kind', m.kind, `must be a request (${KIND_BATCH_FORWARD}), not a reply`);
         if (m.cols !== dModel) throw new ProtocolError('cols', m.cols, `must be this model's dModel ${dModel}`);
       } catch (e) {
-        counters.rejected++;
         reject(msg, 400, e instanceof ProtocolError ? e.message : `malformed message: ${(e as Error).message}`);
         return;
       }
@@ -197,12 +210,10 @@ export class ExpertServer {
       const hosted = opts.experts.get(m.layer);
       const missing = m.blocks.find((b) => !hosted?.has(b.expert));
       if (!layer || missing) {
-        counters.rejected++;
         reject(msg, 404, `expert ${m.layer}:${missing?.expert ?? m.blocks[0].expert} is not hosted here (hosted: ${spec})`);
         return;
       }
       if (!msg.reply) {
-        counters.rejected++;
         reject(msg, 400, 'a request needs a reply subject');
         return;
       }
@@ -214,22 +225,13 @@ export class ExpertServer {
       try {
         y = noGrad(() => runBlocks(layer, offsets, new Tensor(m.data, [m.rows, m.cols]), source));
       } catch (e) {
-        counters.errors++;
         reject(msg, 500, `layer ${m.layer} experts ${m.blocks.map((b) => b.expert).join(',')}: ${(e as Error).message}`);
         return;
       }
-      const out = encodeBatch({ kind: KIND_BATCH_REPLY, requestId: m.requestId, layer: m.layer, cols: m.cols }, m.blocks, y.f32);
-      counters.requests++;
-      counters.rows += m.rows;
-      counters.bytesOut += out.length;
-      for (const b of m.blocks) {
-        const l = counters.load[`${m.layer}:${b.expert}`];
-        l.requests++;
-        l.rows += b.rows;
-      }
-      msg.respond(out);
+      answer(msg, encodeBatch({ kind: KIND_BATCH_REPLY, requestId: m.requestId, layer: m.layer, cols: m.cols }, m.blocks, y.f32), m.layer, m.blocks, m.rows);
     };
 
+    /** Answer one request; `fixed` is the (layer, expert) of a per-expert subject, null on the direct subject. */
     const handle = (msg: ServiceMsg, fixed: [number, number] | null): void => {
       counters.bytesIn += msg.data.length;
       if (isBatchFrame(msg.data)) {
@@ -244,18 +246,15 @@ export class ExpertServer {
         if (m.cols !== dModel) throw new ProtocolError('cols', m.cols, `must be this model's dModel ${dModel}`);
         if (fixed && (m.layer !== fixed[0] || m.expert !== fixed[1])) throw new ProtocolError('expert', `${m.layer}:${m.expert}`, `does not match the subject's expert ${fixed[0]}:${fixed[1]}`);
       } catch (e) {
-        counters.rejected++;
         reject(msg, 400, e instanceof ProtocolError ? e.message : `malformed message: ${(e as Error).message}`);
         return;
       }
       const layer = byIndex.get(m.layer);
       if (!layer || !opts.experts.get(m.layer)?.has(m.expert)) {
-        counters.rejected++;
         reject(msg, 404, `expert ${m.layer}:${m.expert} is not hosted here (hosted: ${spec})`);
         return;
       }
       if (!msg.reply) {
-        counters.rejected++;
         reject(msg, 400, 'a request needs a reply subject');
         return;
       }
@@ -274,7 +273,6 @@ export class ExpertServer {
         } else if (m.kind === KIND_BACKWARD) {
           const s0 = saved.get(m.requestId);
           if (!s0 || s0.layer !== m.layer || s0.expert !== m.expert || s0.y.shape[0] !== m.rows) {
-            counters.rejected++;
             reject(msg, 404, `no saved activations for request ${m.requestId} of expert ${m.layer}:${m.expert} with ${m.rows} rows (never sent, already used, or evicted past ${maxSaved})`);
             return;
           }
@@ -287,18 +285,10 @@ export class ExpertServer {
           y = noGrad(() => runOne(layer, m.expert, new Tensor(m.data, [m.rows, m.cols]), source));
         }
       } catch (e) {
-        counters.errors++;
         reject(msg, 500, `layer ${m.layer} expert ${m.expert}: ${(e as Error).message}`);
         return;
       }
-      const out = encodeMessage({ kind: KIND_REPLY, requestId: m.requestId, layer: m.layer, expert: m.expert, rows: m.rows, cols: m.cols }, y.f32, 0, new Uint8Array(messageBytes(m.rows, m.cols)));
-      counters.requests++;
-      counters.rows += m.rows;
-      counters.bytesOut += out.length;
-      const l = counters.load[`${m.layer}:${m.expert}`];
-      l.requests++;
-      l.rows += m.rows;
-      msg.respond(out);
+      answer(msg, encodeMessage({ kind: KIND_REPLY, requestId: m.requestId, layer: m.layer, expert: m.expert, rows: m.rows, cols: m.cols }, y.f32, 0, new Uint8Array(messageBytes(m.rows, m.cols))), m.layer, [m], m.rows);
     };
 
     for (const [li, set] of [...opts.experts].sort((a, b) => a[0] - b[0])) {
