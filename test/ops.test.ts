@@ -446,6 +446,20 @@ forEachBackend((backend, run) => {
         const withNaN = topK(Tensor.from([2, NaN, 7, NaN, 1], [1, 5]), 3);
         expect(withNaN.indices.toArray()).toEqual([1, 3, 2]);
         expect(withNaN.values.toArray()).toEqual([NaN, NaN, 7]);
+        // Many rows of few distinct values (ties everywhere), some NaN, against a stable sort.
+        let seed = 7;
+        const next = (): number => (seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648;
+        const cols = 9, rowsN = 200;
+        const data = Array.from({ length: rowsN * cols }, () => (next() < 0.05 ? NaN : Math.floor(next() * 4) - 2));
+        const key = (v: number): number => (Number.isNaN(v) ? Infinity : v);
+        for (const k of [1, 2, 4, cols]) {
+          const got = topK(Tensor.from(data, [rowsN, cols]), k).indices.toArray();
+          for (let row = 0; row < rowsN; row++) {
+            const ref = data.slice(row * cols, row * cols + cols).map((v, i) => [key(v), i]);
+            ref.sort((p, q) => q[0] - p[0] || p[1] - q[1]);
+            expect(got.slice(row * k, row * k + k)).toEqual(ref.slice(0, k).map((p) => p[1]));
+          }
+        }
       });
 
       test('oneHot', () => {

@@ -103,18 +103,21 @@ export function topK(x: Tensor, k: number): { values: Tensor; indices: Tensor } 
     const base = r * cols;
     // Insertion into a sorted buffer of size k: O(cols·k), best for the small k of routers. No
     // closures in here: one per element was most of a 64-expert router's time, and its garbage.
+    // `worst` is the k-th value so far: most entries lose to it in one comparison.
     let filled = 0;
+    let worst = 0;
     for (let c = 0; c < cols; c++) {
       const v = xd[base + c];
       let j: number;
       if (filled < k) j = filled++;
-      else if (k > 0 && beats(v, xd[base + order[k - 1]])) j = k - 1;
+      else if (k > 0 && (v > worst || (v !== v && worst === worst))) j = k - 1;
       else continue;
       while (j > 0 && beats(v, xd[base + order[j - 1]])) {
         order[j] = order[j - 1];
         j--;
       }
       order[j] = c;
+      if (filled === k) worst = xd[base + order[k - 1]];
     }
     for (let j = 0; j < k; j++) {
       inds[r * k + j] = order[j];
