@@ -16,6 +16,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { add, Generator, mul, MoELayer, sum, Tensor, type MoEConfig, type TopKRouterConfig } from '../src/index.js';
+import { entropyOfRows } from '../src/moe/stats.js';
 import { expectAllClose, forEachBackend, gradCheck } from './helpers.js';
 
 const RUNS = { numRuns: 30 };
@@ -158,10 +159,12 @@ forEachBackend((backend, run) => {
               const w = weightsOf(layer);
               const gate = w.get('gate.weight')!.data;
               const want = new Float64Array(T * s.d);
+              let entropy = 0;
               for (let t = 0; t < T; t++) {
                 const xt = x.f32.subarray(t * s.d, (t + 1) * s.d);
                 const p = naiveProbs(gate, s.E, s.d, xt);
                 fc.pre(topGap(p, Math.min(k, s.E - 1)) > 1e-4); // routing away from ties
+                for (const v of p) if (v > 0) entropy -= (v * Math.log(v)) / T;
                 const order = Array.from(p.keys()).sort((a, b) => p[b] - p[a] || a - b).slice(0, k);
                 const z = normalize ? order.reduce((acc, e) => acc + p[e], 0) : 1;
                 for (const e of order) {
@@ -174,6 +177,7 @@ forEachBackend((backend, run) => {
               expectAllClose(out.output, want, { rtol: 1e-4, atol: 1e-5 * maxAbs + 1e-7, label: 'dropless output' });
               expect(out.stats.droppedAssignments).toBe(0);
               expect(out.stats.tokensPerExpert.reduce((a, b) => a + b, 0)).toBe(T * k);
+              expect(Math.abs(out.stats.routerEntropy - entropy)).toBeLessThan(1e-5 * Math.max(1, entropy));
             }),
         ),
         RUNS,
@@ -527,3 +531,38 @@ function routingMargin(layer: MoELayer, x: Tensor, router: MoEConfig['router']):
   }
   return m;
 }
+
+describe('entropyOfRows', () => {
+  it('from softmax logits equals −Σ p log p in float64, including underflowed and large-magnitude rows', () => {
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 1, max: 70 }),
+        fc.integer({ min: 1, max: 5 }),
+        fc.double({ min: 0.01, max: 200, noNaN: true }),
+        fc.double({ min: -1e4, max: 1e4, noNaN: true }),
+        fc.integer({ min: 0, max: 1_000_000 }),
+        (cols, rows, spread, offset, seed) => {
+          const g = new Generator(seed);
+          const logits = Float32Array.from({ length: rows * cols }, () => offset + spread * g.normal());
+          const p = new Float32Array(rows * cols);
+          let want = 0;
+          for (let r = 0; r < rows; r++) {
+            const l = Array.from(logits.subarray(r * cols, (r + 1) * cols));
+            const m = Math.max(...l);
+            const z = l.reduce((a, v) => a + Math.exp(v - m), 0);
+            for (let c = 0; c < cols; c++) {
+              const q = Math.exp(l[c] - m) / z;
+              p[r * cols + c] = q;
+              if (q > 0) want -= (q * (l[c] - m - Math.log(z))) / rows;
+            }
+          }
+          const fast = entropyOfRows(p, rows, cols, logits);
+          const plain = entropyOfRows(p, rows, cols);
+          expect(Math.abs(fast - want)).toBeLessThan(1e-5 * Math.max(1, want));
+          expect(Math.abs(plain - want)).toBeLessThan(1e-5 * Math.max(1, want));
+        },
+      ),
+      { numRuns: 200, seed: 42 },
+    );
+  });
+});

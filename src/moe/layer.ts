@@ -353,7 +353,7 @@ export class MoELayer extends Module {
       auxLoss,
       plan,
       routing: { experts, k, gates: gates.f32 },
-      stats: routingStats(plan, T * k, r.scoring === 'sigmoid' ? rowNormalized(probs.f32, T, E) : probs.f32, T, balance, z),
+      stats: r.scoring === 'sigmoid' ? routingStats(plan, T * k, rowNormalized(probs.f32, T, E), T, balance, z) : routingStats(plan, T * k, probs.f32, T, balance, z, selectLogits.f32),
     };
   }
 
