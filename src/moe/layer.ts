@@ -19,7 +19,7 @@ import { Tensor } from '../tensor/tensor.js';
 import { resolveMoEConfig, type MoEConfig, type ResolvedMoEConfig, type ResolvedTopKGroups } from './config.js';
 import { expertChoicePlan, tokenChoicePlan, type DispatchPlan } from './dispatch.js';
 import { groupedExpertFFN, routedExpertMixture, type ExpertBlockWeights } from './expert-ffn.js';
-import { balanceLoss, importanceLoss, loadLoss, routerZLoss } from './losses.js';
+import { balanceLoss, importanceLoss, loadLoss, routerZLoss, type RouterChoice } from './losses.js';
 import { entropyOfRows, routingStats } from './stats.js';
 
 /** Per-forward routing statistics (numbers, not tensors). */
@@ -271,11 +271,11 @@ export class MoELayer extends Module {
   private auxAndStats(
     logits: Tensor,
     k: number,
-    extra: { importance?: () => Tensor; load?: () => Tensor },
+    extra: { importance?: () => Tensor; load?: () => Tensor; choice?: RouterChoice },
   ): { auxLoss: Tensor; balance: number; z: number } {
     const c = this.config.losses;
     const terms: Tensor[] = [];
-    const balanceT = c.balance > 0 ? balanceLoss(logits, k) : noGrad(() => balanceLoss(logits, k));
+    const balanceT = c.balance > 0 ? balanceLoss(logits, k, extra.choice) : noGrad(() => balanceLoss(logits, k, extra.choice));
     const zT = c.zLoss > 0 ? routerZLoss(logits) : noGrad(() => routerZLoss(logits));
     if (c.balance > 0) terms.push(mul(balanceT, c.balance));
     if (c.zLoss > 0) terms.push(mul(zT, c.zLoss));
@@ -346,6 +346,9 @@ export class MoELayer extends Module {
     const { auxLoss, balance, z } = this.auxAndStats(logits, k, {
       importance: () => importanceLoss(gates, experts, E),
       load: () => (noisy ? loadLoss(logits, noisy.noisy, noisy.std, k) : Tensor.scalar(0)),
+      // The balance loss wants softmax(logits) and its plain top-k: the selection's own, unless
+      // noise, a selection bias, group limits or sigmoid scores made them differ.
+      choice: selectLogits === logits && !this.gate.bias && !r.groups && r.scoring !== 'sigmoid' ? { probs, topK: experts } : undefined,
     });
     return {
       output,

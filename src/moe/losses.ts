@@ -12,16 +12,26 @@ import { record, noGrad } from '../tensor/autodiff.js';
 import { Tensor } from '../tensor/tensor.js';
 
 /**
+ * What a top-k router already computed from the same logits: probs = softmax(logits) [T, E] (in
+ * the graph) and topK = the indices of each row's k largest probs [T·k], as topK returns them.
+ */
+export interface RouterChoice {
+  probs: Tensor;
+  topK: Int32Array;
+}
+
+/**
  * Hugging Face `load_balancing_loss_func` (Switch Transformers eq. 4, Mixtral): with
  * p = softmax(logits) [T, E], f_e = (1/T)·#{(t, j): e is token t's j-th top-k choice of p},
- * P_e = mean_t p[t, e]:  loss = E · Σ_e f_e · P_e. Gradient flows through P only.
+ * P_e = mean_t p[t, e]:  loss = E · Σ_e f_e · P_e. Gradient flows through P only. `given` skips
+ * recomputing the softmax and top-k when the router has them.
  */
-export function balanceLoss(logits: Tensor, k: number): Tensor {
+export function balanceLoss(logits: Tensor, k: number, given?: RouterChoice): Tensor {
   const [T, E] = logits.shape;
-  const probs = softmax(logits, -1);
+  const probs = given?.probs ?? softmax(logits, -1);
   const f = new Float32Array(E);
   noGrad(() => {
-    const idx = topK(probs, k).indices.i32;
+    const idx = given?.topK ?? topK(probs, k).indices.i32;
     for (let i = 0; i < idx.length; i++) f[idx[i]] += 1 / T;
   });
   const P = mean(probs, 0);
