@@ -23,7 +23,18 @@ function timeIt(fn) {
   return median(times);
 }
 
+// Each of our runs is a fresh `node` process, as each peer run is a fresh `python3`: a run in the
+// bench's own process would share its heap with the layers of earlier runs (at 64 experts ~400 MB
+// of weights and gradients each) and pay for collecting them inside its timed steps.
 function ours(tokens, dModel, dFF, E, k) {
+  const out = execFileSync(process.execPath, [new URL(import.meta.url).pathname, '--ours', ...[tokens, dModel, dFF, E, k].map(String)], {
+    encoding: 'utf8',
+    env: { ...process.env, BENCH_REPS: String(REPS) },
+  });
+  return JSON.parse(out.trim().split('\n').pop());
+}
+
+function oursInProcess(tokens, dModel, dFF, E, k) {
   const layer = new MoELayer({ dModel, dFF, numExperts: E, expert: { activation: 'silu', gated: true }, router: { type: 'topk', k, normalize: true }, seed: 0 });
   layer.eval();
   const x = Tensor.randn([tokens, dModel], { seed: 1, requiresGrad: true });
@@ -59,16 +70,22 @@ export function benchMoE() {
     { tokens: 2048, dModel: 256, dFF: 1024, E: 8, k: 2 },
     { tokens: 2048, dModel: 256, dFF: 1024, E: 64, k: 2 },
   ];
-  const results = [];
-  for (const c of cases) {
-    const runs = { ours: [], peers: PEER_SPLITS.map(() => []) };
-    for (let r = 0; r < ROUNDS; r++) {
-      // Alternate ours and the peer within each round so drift hits both.
+  const runsOf = cases.map(() => ({ ours: [], peers: PEER_SPLITS.map(() => []) }));
+  for (let r = 0; r < ROUNDS; r++) {
+    // Alternate ours and the peer within each round, and the cases round by round, so that the
+    // host's drift hits both sides and both expert counts (the 64-vs-8 ratio compares rounds
+    // minutes apart otherwise). Each run builds its own layer and warms up before timing.
+    cases.forEach((c, ci) => {
+      const runs = runsOf[ci];
       PEER_SPLITS.forEach((split, i) => {
         runs.peers[i].push(torchPeer(c.tokens, c.dModel, c.dFF, c.E, c.k, split));
         if (i % 2 === 1) runs.ours.push(ours(c.tokens, c.dModel, c.dFF, c.E, c.k));
       });
-    }
+    });
+  }
+  const results = [];
+  for (const [ci, c] of cases.entries()) {
+    const runs = runsOf[ci];
     const med = (list, key) => median(list.map((v) => v[key]));
     const peer = {};
     for (const key of ['forward_s', 'forward_backward_s']) {
@@ -106,4 +123,7 @@ export function benchMoE() {
   return results;
 }
 
-if (import.meta.url === `file://${process.argv[1]}`) benchMoE();
+if (import.meta.url === `file://${process.argv[1]}`) {
+  if (process.argv[2] === '--ours') console.log(JSON.stringify(oursInProcess(...process.argv.slice(3, 8).map(Number))));
+  else benchMoE();
+}
