@@ -471,6 +471,16 @@ static void scatter_rows_item(void *vc, int64_t item, int tid) {
   (void)tid;
   const gs_ctx *c = (const gs_ctx *)vc;
   int64_t r0 = item * c->per_item, r1 = min64(c->out_rows, r0 + c->per_item);
+  /* First touch of each receiving row's pages by a write (an atomic OR of 0, which changes no
+   * value): a fresh, never-touched output (the layer's result is a new buffer every step) then
+   * takes one page fault per page, not a read fault onto the shared zero page followed by a
+   * copy-on-write fault at the first store (1036 -> 512 faults at 2048 x 256). */
+  for (int64_t r = r0; r < r1; r++) {
+    if (c->start[r + 1] == c->start[r]) continue;
+    uint32_t *row = (uint32_t *)(c->out + r * c->cols);
+    for (int64_t o = 0; o < c->cols; o += 1024) __atomic_fetch_or(row + o, 0u, __ATOMIC_RELAXED);
+    __atomic_fetch_or(row + c->cols - 1, 0u, __ATOMIC_RELAXED);
+  }
   for (int64_t q = c->start[r0]; q < c->start[r1]; q++) {
     int64_t i = c->order[q]; /* rows in order, each row's sources in increasing i */
     sy_ew_impl->scatter_add(c->src + i * c->cols, c->idx + i, c->w ? c->w + i : NULL, 1, c->cols, 0, c->cols, c->out);
