@@ -15,7 +15,8 @@ export function entropyOfRows(p: Float32Array, rows: number, cols: number, logit
     const base = r * cols;
     let h = 0;
     if (logits) {
-      // One pass; float32 products are exact in float64, so the subtraction below loses nothing.
+      // One pass, summed in float64 (where float32 products are exact): the final subtraction
+      // cancels ~|l| · 1e-16, nothing at float32 precision.
       let top = base, dot = 0, mass = 0;
       for (let i = base; i < base + cols; i++) {
         const v = p[i];
