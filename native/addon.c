@@ -480,8 +480,12 @@ static napi_value js_gemm_gated(napi_env env, napi_callback_info info) {
     if (mode == SY_GATED_UP &&
         !gated_matrix(&c, t, "b3Buf", p[5], p[6], tb ? n : k, tb ? k : n, ldb, &set, &b3))
       goto done;
-    if (!gated_matrix(&c, t, "c1Buf", p[8], p[9], m, n, ld, &set, &c1)) goto done;
-    if (!gated_matrix(&c, t, "c3Buf", p[10], p[11], m, n, ld, &set, &c3)) goto done;
+    if (mode == SY_GATED_UP && p[8] == -1 && p[10] == -1) {
+      c1 = c3 = NULL; /* the products are not kept (inference) */
+    } else {
+      if (!gated_matrix(&c, t, "c1Buf", p[8], p[9], m, n, ld, &set, &c1)) goto done;
+      if (!gated_matrix(&c, t, "c3Buf", p[10], p[11], m, n, ld, &set, &c3)) goto done;
+    }
     if (!gated_matrix(&c, t, "o1Buf", p[12], p[13], m, n, ld, &set, &o1)) goto done;
     if (mode == SY_GATED_DOWN_GRAD &&
         !gated_matrix(&c, t, "o3Buf", p[14], p[15], m, n, ld, &set, &o3))

@@ -3,7 +3,8 @@
  * down-projection, each fused with the gated activation while the freshly computed block is still
  * in cache (GLU experts, Shazeer 2020: hidden = act(X W1ᵀ) ⊙ X W3ᵀ).
  *
- *   SY_GATED_UP:        C1 = A·op(B1), C3 = A·op(B3)   (both stored: the backward needs them)
+ *   SY_GATED_UP:        C1 = A·op(B1), C3 = A·op(B3)   (stored for the backward; C1 = C3 = NULL
+ *                                                       keeps them in scratch instead: inference)
  *                       O1 = act(C1) ⊙ C3               (the hidden state)
  *   SY_GATED_DOWN_GRAD: G  = A·op(B1)                   (dHidden = dY·W2, never stored)
  *                       O1 = G ⊙ C3 ⊙ act'(C1),  O3 = G ⊙ act(C1)   (dH1, dH3 from H1 = C1, H3 = C3)
@@ -44,10 +45,18 @@ static void gated_rows(const sy_gemm_isa *isa, const sy_gated_task *t, int mode,
   const int up = mode == SY_GATED_UP;
   const int rows = i1 - i0;
   const int NC = ((up ? SY_GATED_NC : SY_GATED_GRAD_NC) / NR) * NR;
+  /* up without C1/C3 (inference: nothing will read them): the products live in thread-local
+   * scratch, one MR-row panel at a time when the depth fits one block, else the unit's rows (the
+   * partial sums must survive the depth loop). That saves writing, and reading for ownership,
+   * two [m, n] matrices. */
+  const int keep = !up || t->c1 != NULL;
+  const int whole = !keep && t->k > KC;
   for (int jc = 0; jc < t->n; jc += NC) {
     int ncb = imin(NC, t->n - jc);
     /* down-grad: G for this unit's rows and column block, accumulated over depth blocks */
     float *g = up ? NULL : sy_scratch(3, (size_t)rows * (size_t)ncb + 64);
+    size_t part = (size_t)(whole ? rows : MR) * (size_t)ncb;
+    float *s1 = keep ? NULL : sy_scratch(3, 2 * part + 64), *s3 = keep ? NULL : s1 + part;
     for (int p0 = 0; p0 < t->k; p0 += KC) {
       int kcb = imin(KC, t->k - p0);
       int last = p0 + kcb >= t->k;
@@ -63,22 +72,34 @@ static void gated_rows(const sy_gemm_isa *isa, const sy_gated_task *t, int mode,
         float *ap = sy_scratch(0, (size_t)(MC + isa->mr) * (size_t)KC + 64);
         isa->pack_a(0, t->a + (int64_t)ib * t->lda + p0, t->lda, mcb, kcb, ap);
         if (up) {
-          float *c1 = t->c1 + (int64_t)ib * t->ld + jc, *c3 = t->c3 + (int64_t)ib * t->ld + jc;
           /* Panel by panel (MR rows): both products for the panel's rows, then their epilogue, so
            * the hidden state's stores interleave with the FMAs instead of following the block
            * (7-11% faster at 8 experts, 5% at 64, paired in-process A/B). */
           for (int ir = 0; ir < mcb; ir += MR) {
             int mr = imin(MR, mcb - ir);
             const float *api = ap + (int64_t)ir * kcb;
+            /* this panel's C1/C3 rows: in the outputs, or in scratch */
+            float *q1, *q3;
+            int64_t ldq;
+            if (keep) {
+              q1 = t->c1 + (int64_t)(ib + ir) * t->ld + jc;
+              q3 = t->c3 + (int64_t)(ib + ir) * t->ld + jc;
+              ldq = t->ld;
+            } else {
+              int64_t row0 = whole ? (int64_t)(ib - i0 + ir) * ncb : 0;
+              q1 = s1 + row0;
+              q3 = s3 + row0;
+              ldq = ncb;
+            }
             for (int jr = 0; jr < ncb; jr += NR) {
               int nr = imin(NR, ncb - jr);
-              isa->micro(kcb, api, bp1 + (int64_t)jr * kcb, c1 + (int64_t)ir * t->ld + jr, t->ld, mr, nr, p0 > 0);
-              isa->micro(kcb, api, bp3 + (int64_t)jr * kcb, c3 + (int64_t)ir * t->ld + jr, t->ld, mr, nr, p0 > 0);
+              isa->micro(kcb, api, bp1 + (int64_t)jr * kcb, q1 + jr, ldq, mr, nr, p0 > 0);
+              isa->micro(kcb, api, bp3 + (int64_t)jr * kcb, q3 + jr, ldq, mr, nr, p0 > 0);
             }
             if (last) {
-              for (int r = ir; r < ir + mr; r++) {
-                int64_t o = (int64_t)r * t->ld;
-                sy_ew_impl->gated(act, c1 + o, c3 + o, t->o1 + (int64_t)(ib + r) * t->ld + jc, ncb);
+              for (int r = 0; r < mr; r++) {
+                int64_t o = (int64_t)r * ldq;
+                sy_ew_impl->gated(act, q1 + o, q3 + o, t->o1 + (int64_t)(ib + ir + r) * t->ld + jc, ncb);
               }
             }
           }
@@ -138,6 +159,10 @@ void sy_gemm_gated_run(int mode, int act, const sy_gated_task *tasks, int ntasks
   for (int i = 0; i < ntasks; i++) {
     const sy_gated_task *t = &tasks[i];
     if (t->m <= 0 || t->n <= 0 || t->k > 0) continue;
+    if (mode == SY_GATED_UP && !t->c1) { /* C1 = C3 = 0 not kept: O1 = act(0)·0 = 0 */
+      for (int r = 0; r < t->m; r++) memset(t->o1 + (int64_t)r * t->ld, 0, sizeof(float) * (size_t)t->n);
+      continue;
+    }
     for (int r = 0; r < t->m; r++) {
       int64_t o = (int64_t)r * t->ld;
       float *z1 = mode == SY_GATED_UP ? t->c1 + o : t->o1 + o, *z3 = mode == SY_GATED_UP ? t->c3 + o : t->o3 + o;

@@ -80,14 +80,14 @@ void sy_gemm_block(const sy_gemm_isa *isa, const float *ap, const float *bp, int
                    int64_t ldc, int acc);
 
 /* Grouped GEMM with a gated epilogue (gemm_gated.c), one task per expert block, A row-major:
- *   SY_GATED_UP:        c1 = A·op(b1), c3 = A·op(b3) (stored), o1 = act(c1) ⊙ c3
+ *   SY_GATED_UP:        c1 = A·op(b1), c3 = A·op(b3) (stored; both NULL: not kept), o1 = act(c1) ⊙ c3
  *   SY_GATED_DOWN_GRAD: G = A·op(b1) (not stored), o1 = G ⊙ c3 ⊙ act'(c1), o3 = G ⊙ act(c1)
  * c1, c3, o1, o3 are [m x n] with leading dimension ld; act is an sy_unary_op activation. */
 enum sy_gated_mode { SY_GATED_UP = 0, SY_GATED_DOWN_GRAD = 1 };
 typedef struct sy_gated_task {
   const float *a;
   const float *b1, *b3; /* b3: SY_GATED_UP only */
-  float *c1, *c3;       /* outputs (up) or the saved H1, H3 (down-grad) */
+  float *c1, *c3;       /* outputs (up; NULL when not kept) or the saved H1, H3 (down-grad) */
   float *o1, *o3;       /* o3: SY_GATED_DOWN_GRAD only */
   int64_t lda, ldb, ld;
   int m, n, k, trans_b;

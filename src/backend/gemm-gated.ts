@@ -36,10 +36,18 @@ export function gemmGatedComposed(be: Backend, mode: GatedGemmMode, act: Activat
     const p = params.subarray(t * GEMM_GATED_PARAMS, (t + 1) * GEMM_GATED_PARAMS);
     const [aBuf, aOff, lda, b1Buf, b1Off, b3Buf, b3Off, ldb, c1Buf, c1Off, c3Buf, c3Off, o1Buf, o1Off, o3Buf, o3Off, ld, m, n, k, transB] = p;
     if (m < 0 || n < 0 || k < 0) throw new RangeError(`gemmGated: task ${t}: negative size (m=${m}, n=${n}, k=${k})`);
-    for (const [name, bi, off, rows, cols] of [['c1Buf', c1Buf, c1Off, m, n], ['c3Buf', c3Buf, c3Off, m, n], ['o1Buf', o1Buf, o1Off, m, n]] as const) region(buffers, t, name, bi, off, rows, cols, ld);
+    const dropped = up && c1Buf === -1 && c3Buf === -1; // products not kept: computed into temporaries
+    if (!dropped) for (const [name, bi, off] of [['c1Buf', c1Buf, c1Off], ['c3Buf', c3Buf, c3Off]] as const) region(buffers, t, name, bi, off, m, n, ld);
+    region(buffers, t, 'o1Buf', o1Buf, o1Off, m, n, ld);
     if (!up) region(buffers, t, 'o3Buf', o3Buf, o3Off, m, n, ld);
     const flags = transB ? GEMM_TRANS_B : 0;
-    if (up) {
+    if (dropped) {
+      const t1 = new Float32Array(m * n), t3 = new Float32Array(m * n);
+      temps.push(t1, t3);
+      bufs.push(t1, t3);
+      gemm.push(aBuf, aOff, lda, b1Buf, b1Off, ldb, bufs.length - 2, 0, n, m, n, k, flags);
+      gemm.push(aBuf, aOff, lda, b3Buf, b3Off, ldb, bufs.length - 1, 0, n, m, n, k, flags);
+    } else if (up) {
       gemm.push(aBuf, aOff, lda, b1Buf, b1Off, ldb, c1Buf, c1Off, ld, m, n, k, flags);
       gemm.push(aBuf, aOff, lda, b3Buf, b3Off, ldb, c3Buf, c3Off, ld, m, n, k, flags);
     } else {
@@ -54,15 +62,25 @@ export function gemmGatedComposed(be: Backend, mode: GatedGemmMode, act: Activat
   for (let t = 0; t < ntasks; t++) {
     const p = params.subarray(t * GEMM_GATED_PARAMS, (t + 1) * GEMM_GATED_PARAMS);
     const [c1Buf, c1Off, c3Buf, c3Off, o1Buf, o1Off, o3Buf, o3Off, ld, m, n] = [p[8], p[9], p[10], p[11], p[12], p[13], p[14], p[15], p[16], p[17], p[18]];
+    const dropped = up && c1Buf === -1 && c3Buf === -1;
     if (m === 0 || n === 0) {
-      if (!up) temp++;
+      temp += dropped ? 2 : up ? 0 : 1;
       continue;
     }
-    const c1 = buffers[c1Buf], c3 = buffers[c3Buf], o1 = buffers[o1Buf];
-    if (up) {
+    const o1 = buffers[o1Buf];
+    if (dropped) {
+      const t1 = temps[temp++], t3 = temps[temp++];
+      const ro = rowRanges(o1Off, m, n, ld);
+      ro.forEach(([s, e], i) => {
+        const rows = ro.length === 1 ? [0, m * n] : [i * n, (i + 1) * n];
+        be.gatedAct(act, t1.subarray(rows[0], rows[1]), t3.subarray(rows[0], rows[1]), o1.subarray(s, e));
+      });
+    } else if (up) {
+      const c1 = buffers[c1Buf], c3 = buffers[c3Buf];
       const r1 = rowRanges(c1Off, m, n, ld), r3 = rowRanges(c3Off, m, n, ld), ro = rowRanges(o1Off, m, n, ld);
       r1.forEach(([s, e], i) => be.gatedAct(act, c1.subarray(s, e), c3.subarray(r3[i][0], r3[i][1]), o1.subarray(ro[i][0], ro[i][1])));
     } else {
+      const c1 = buffers[c1Buf], c3 = buffers[c3Buf];
       const g = temps[temp++], o3 = buffers[o3Buf];
       const r1 = rowRanges(c1Off, m, n, ld), r3 = rowRanges(c3Off, m, n, ld), ro1 = rowRanges(o1Off, m, n, ld), ro3 = rowRanges(o3Off, m, n, ld);
       r1.forEach(([s, e], i) => {

@@ -246,7 +246,9 @@ export interface Backend {
    *   'down-grad': G = A·op(B1) (not stored), O1 = G ⊙ C3 ⊙ act'(C1), O3 = G ⊙ act(C1)
    * i.e. gemm followed by gatedAct / gatedActGrad on each task's rows, with the same results; a
    * backend may fuse them so the product never leaves cache. Unused buffers (b3 for
-   * 'down-grad', o3 for 'up') may be -1. Tasks must not write overlapping regions.
+   * 'down-grad', o3 for 'up') may be -1. In 'up', c1Buf and c3Buf may both be -1: the products
+   * are then not kept (inference, where no backward reads them) and only O1 is written. Tasks must
+   * not write overlapping regions.
    */
   gemmGated(mode: GatedGemmMode, act: Activation, buffers: readonly Float32Array[], params: Int32Array): void;
 }

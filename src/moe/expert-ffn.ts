@@ -13,7 +13,7 @@ import { RangeValueError, ShapeError } from '../errors.js';
 import { acquireScratch, releaseScratch } from '../backend/scratch.js';
 import { GatedGemmTasks, GemmTasks } from '../ops/gemm-tasks.js';
 import { be, requireFloat } from '../ops/util.js';
-import { leafGradSink, record } from '../tensor/autodiff.js';
+import { leafGradSink, record, willRecord } from '../tensor/autodiff.js';
 import { Tensor } from '../tensor/tensor.js';
 
 /** Per-expert weights in PyTorch Linear layout: w1, w3 [dFF, dModel]; w2 [dModel, dFF]. */
@@ -26,7 +26,8 @@ export interface ExpertBlockWeights {
 
 /** The forward intermediates the backward needs (pooled buffers, released by the backward). */
 interface FFNTape {
-  h1: Float32Array;
+  /** Null for a gated FFN run without `keep`. */
+  h1: Float32Array | null;
   h3: Float32Array | null;
   hidden: Float32Array;
 }
@@ -65,15 +66,18 @@ function forEachBlock(offsets: Int32Array, fn: (e: number, r0: number, m: number
   }
 }
 
-/** y[N, d] = the experts' FFN over their row blocks of x[N, d]; returns the intermediates. */
-function ffnForward(x: Float32Array, N: number, d: number, dFF: number, offsets: Int32Array, weights: ExpertBlockWeights, act: Activation, y: Float32Array): FFNTape {
+/**
+ * y[N, d] = the experts' FFN over their row blocks of x[N, d]; returns the intermediates. Without
+ * `keep` (nothing will run the backward) a gated FFN does not store H1 and H3.
+ */
+function ffnForward(x: Float32Array, N: number, d: number, dFF: number, offsets: Int32Array, weights: ExpertBlockWeights, act: Activation, y: Float32Array, keep: boolean): FFNTape {
   // Every row of h1/h3/hidden belongs to exactly one expert block and is fully written below, so
   // pooled (stale) buffers are safe.
-  const h1 = acquireScratch(N * dFF);
-  const h3 = weights.w3 ? acquireScratch(N * dFF) : null;
-  const hidden = acquireScratch(N * dFF);
   const w3 = weights.w3;
-  if (h3 && w3) {
+  const h1 = keep || !w3 ? acquireScratch(N * dFF) : null;
+  const h3 = w3 && keep ? acquireScratch(N * dFF) : null;
+  const hidden = acquireScratch(N * dFF);
+  if (w3) {
     // Gated: H1 = X W1ᵀ, H3 = X W3ᵀ and hidden = act(H1) ⊙ H3 in one fused call per expert block.
     const up = new GatedGemmTasks('up', act);
     forEachBlock(offsets, (e, r0, m) => {
@@ -81,7 +85,7 @@ function ffnForward(x: Float32Array, N: number, d: number, dFF: number, offsets:
       up.add({ a: x, aOff: r0 * d, lda: d, b1: weights.w1[e].f32, b3: w3[e].f32, ldb: d, transB: true, c1: h1, c1Off: o, c3: h3, c3Off: o, o1: hidden, o1Off: o, o3: null, o3Off: 0, ld: dFF, m, n: dFF, k: d });
     });
     up.run();
-  } else {
+  } else if (h1) {
     const up = new GemmTasks();
     forEachBlock(offsets, (e, r0, m) => up.add(x, r0 * d, d, weights.w1[e].f32, 0, d, h1, r0 * dFF, dFF, m, dFF, d, GEMM_TRANS_B));
     up.run();
@@ -103,6 +107,7 @@ type WeightGrad = { data: Float32Array; flags: number; sunk: boolean } | null;
 function ffnBackward(tape: FFNTape, x: Float32Array, N: number, d: number, dFF: number, offsets: Int32Array, weights: ExpertBlockWeights, act: Activation, dy: Float32Array, dx: Float32Array | null): (Tensor | null)[] {
   const E = weights.w1.length;
   const { h1, h3, hidden } = tape;
+  if (!h1) throw new Error('ffnBackward: the forward kept no intermediates (it ran as inference)');
   // Weight gradients are written straight into each leaf's .grad (accumulating into a live one,
   // overwriting a recycled one) when the tape allows it: no per-step allocation of E·3 matrices.
   const weightGrad = (w: Tensor): WeightGrad => {
@@ -177,7 +182,7 @@ export function groupedExpertFFN(xs: Tensor, offsets: Int32Array, weights: Exper
   checkOffsets(offsets, weights.w1.length, N, 'groupedExpertFFN.offsets');
   const dFF = checkWeights(weights, d);
   const y = new Float32Array(N * d);
-  const tape = ffnForward(x, N, d, dFF, offsets, weights, act, y);
+  const tape = ffnForward(x, N, d, dFF, offsets, weights, act, y, willRecord([xs, ...weightInputs(weights)]));
   const out = record('groupedExpertFFN', [xs, ...weightInputs(weights)], new Tensor(y, [N, d]), (g) => {
     const dx = xs.requiresGrad ? acquireScratch(N * d) : null; // every row lies in a non-empty block
     const wg = ffnBackward(tape, x, N, d, dFF, offsets, weights, act, g.f32, dx);
@@ -220,7 +225,7 @@ export function routedExpertMixture(
   const xs = acquireScratch(N * d); // fully written by the gather
   be().gatherRows(xd, tokenIndex, d, xs);
   const y = acquireScratch(N * d); // fully written: every row lies in one expert block
-  const tape = ffnForward(xs, N, d, dFF, offsets, weights, act, y);
+  const tape = ffnForward(xs, N, d, dFF, offsets, weights, act, y, willRecord([x, rowWeights, ...weightInputs(weights)]));
   const out = new Float32Array(T * d);
   be().scatterAddRows(y, tokenIndex, wd, d, out);
   const result = record('routedExpertMixture', [x, rowWeights, ...weightInputs(weights)], new Tensor(out, [T, d]), (g) => {

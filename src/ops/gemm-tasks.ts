@@ -51,8 +51,9 @@ export interface GatedGemmTask {
   a: Float32Array; aOff: number; lda: number;
   /** op(B1), op(B3) = [k, n]: stored [n, k] when transB. b3 only for 'up'. */
   b1: Float32Array; b3: Float32Array | null; ldb: number; transB: boolean;
-  c1: Float32Array; c1Off: number;
-  c3: Float32Array; c3Off: number;
+  /** 'up' with c1 = c3 = null: the products are not kept, only o1 is written. */
+  c1: Float32Array | null; c1Off: number;
+  c3: Float32Array | null; c3Off: number;
   o1: Float32Array; o1Off: number;
   /** Only for 'down-grad'. */
   o3: Float32Array | null; o3Off: number;

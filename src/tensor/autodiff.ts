@@ -78,6 +78,14 @@ export function checkAnomaly(op: string, out: Tensor, phase: 'forward' | 'backwa
 }
 
 /**
+ * Whether record() will attach a backward to an op over these inputs (grad mode on and one of them
+ * requires grad): a forward may skip keeping what only its backward would read.
+ */
+export function willRecord(inputs: readonly Tensor[]): boolean {
+  return gradEnabled && inputs.some((t) => t.requiresGrad);
+}
+
+/**
  * Record `out = op(inputs)` on the tape with its backward rule. The rule is a required argument:
  * an op without a gradient does not compile. Returns `out` for chaining.
  */

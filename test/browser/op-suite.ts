@@ -516,6 +516,38 @@ export function gemmGatedTests(nb: Backend, setup: () => void): void {
           }
       });
 
+    it("up with c1Buf = c3Buf = -1 (inference): the same O1 as when C1 and C3 are kept, nothing else written", () => {
+      setup();
+      let seed = 950;
+      for (const act of ['silu', 'gelu'] as const)
+        for (const sh of shapes) {
+          const c = gatedCase('up', sh.rows, sh.k, sh.n, sh.pad, seed++);
+          const kept = c.buffers.map((b) => Float32Array.from(b));
+          nb.gemmGated('up', act, kept, c.params);
+          const params = c.params.slice();
+          for (let t = 0; t < params.length; t += GEMM_GATED_PARAMS) params[t + 8] = params[t + 10] = -1;
+          const dropped = c.buffers.map((b) => Float32Array.from(b));
+          nb.gemmGated('up', act, dropped, params);
+          const label = `up ${act} rows=${sh.rows} k=${sh.k} n=${sh.n}`;
+          expect(bitsEqual(dropped[3], kept[3]), `${label}: O1 as with C1/C3 kept`).toBe(true);
+          for (const i of [0, 1, 2, 4]) expect(bitsEqual(dropped[i], c.buffers[i]), `${label}: buffer ${i} untouched`).toBe(true);
+          if (sh !== shapes[0]) continue;
+          // The composed definition (reference, wasm, WebGPU) takes -1 the same way.
+          const refKept = c.buffers.map((b) => Float32Array.from(b)), refDropped = c.buffers.map((b) => Float32Array.from(b));
+          ref.gemmGated('up', act, refKept, c.params);
+          ref.gemmGated('up', act, refDropped, params);
+          expect(bitsEqual(refDropped[3], refKept[3]), `${label}: reference O1`).toBe(true);
+          for (const i of [1, 2]) expect(bitsEqual(refDropped[i], c.buffers[i]), `${label}: reference buffer ${i} untouched`).toBe(true);
+        }
+      // k = 0: O1 = act(0)·0 = 0 either way.
+      const z = gatedCase('up', [3, 2], 0, 40, 1, 990);
+      const zp = z.params.slice();
+      for (let t = 0; t < zp.length; t += GEMM_GATED_PARAMS) zp[t + 8] = zp[t + 10] = -1;
+      const zb = z.buffers.map((b) => Float32Array.from(b));
+      nb.gemmGated('up', 'silu', zb, zp);
+      for (let r = 0; r < z.N; r++) expect(Array.from(zb[3].subarray(r * z.ld, r * z.ld + 40)).every((v) => v === 0)).toBe(true);
+    });
+
     it('rejects out-of-bounds regions and bad modes naming the field', () => {
       setup();
       const c = gatedCase('up', [4, 5], 8, 16, 0, 900);
