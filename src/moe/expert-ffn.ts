@@ -182,8 +182,9 @@ export function groupedExpertFFN(xs: Tensor, offsets: Int32Array, weights: Exper
   checkOffsets(offsets, weights.w1.length, N, 'groupedExpertFFN.offsets');
   const dFF = checkWeights(weights, d);
   const y = new Float32Array(N * d);
-  const tape = ffnForward(x, N, d, dFF, offsets, weights, act, y, willRecord([xs, ...weightInputs(weights)]));
-  const out = record('groupedExpertFFN', [xs, ...weightInputs(weights)], new Tensor(y, [N, d]), (g) => {
+  const inputs = [xs, ...weightInputs(weights)];
+  const tape = ffnForward(x, N, d, dFF, offsets, weights, act, y, willRecord(inputs));
+  const out = record('groupedExpertFFN', inputs, new Tensor(y, [N, d]), (g) => {
     const dx = xs.requiresGrad ? acquireScratch(N * d) : null; // every row lies in a non-empty block
     const wg = ffnBackward(tape, x, N, d, dFF, offsets, weights, act, g.f32, dx);
     return [dx ? new Tensor(dx, [N, d]) : null, ...wg];
@@ -225,10 +226,11 @@ export function routedExpertMixture(
   const xs = acquireScratch(N * d); // fully written by the gather
   be().gatherRows(xd, tokenIndex, d, xs);
   const y = acquireScratch(N * d); // fully written: every row lies in one expert block
-  const tape = ffnForward(xs, N, d, dFF, offsets, weights, act, y, willRecord([x, rowWeights, ...weightInputs(weights)]));
+  const inputs = [x, rowWeights, ...weightInputs(weights)];
+  const tape = ffnForward(xs, N, d, dFF, offsets, weights, act, y, willRecord(inputs));
   const out = new Float32Array(T * d);
   be().scatterAddRows(y, tokenIndex, wd, d, out);
-  const result = record('routedExpertMixture', [x, rowWeights, ...weightInputs(weights)], new Tensor(out, [T, d]), (g) => {
+  const result = record('routedExpertMixture', inputs, new Tensor(out, [T, d]), (g) => {
     const dy = acquireScratch(N * d); // dOut[tokenIndex[i]], then scaled by the row's weight
     be().gatherRows(g.f32, tokenIndex, d, dy);
     let dw: Tensor | null = null;

@@ -110,7 +110,7 @@ export function topK(x: Tensor, k: number): { values: Tensor; indices: Tensor } 
       const v = xd[base + c];
       let j: number;
       if (filled < k) j = filled++;
-      else if (k > 0 && (v > worst || (v !== v && worst === worst))) j = k - 1;
+      else if (k > 0 && beats(v, worst)) j = k - 1;
       else continue;
       while (j > 0 && beats(v, xd[base + order[j - 1]])) {
         order[j] = order[j - 1];

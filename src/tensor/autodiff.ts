@@ -91,10 +91,7 @@ export function willRecord(inputs: readonly Tensor[]): boolean {
  */
 export function record(op: string, inputs: readonly Tensor[], out: Tensor, backward: BackwardRule): Tensor {
   checkAnomaly(op, out);
-  if (!gradEnabled) return out;
-  let needs = false;
-  for (const t of inputs) if (t.requiresGrad) needs = true;
-  if (!needs) return out;
+  if (!willRecord(inputs)) return out;
   out.requiresGrad = true;
   out.gradNode = { op, inputs, backward };
   return out;
