@@ -5,6 +5,14 @@ import { MoELayer, Tensor, getBackend, noGrad } from '../dist/index.js';
 import { PY, peerEnv } from './peer.mjs';
 
 const REPS = Number(process.env.BENCH_REPS ?? 7);
+// Untimed steps before timing, on both sides. A fresh process is not at its steady speed after one
+// step: V8 is still compiling our backward's JS, the scratch pool and the .grad buffers fill on
+// the first backward, and PyTorch's allocator and OpenBLAS threads settle too. Per-step traces of
+// fresh processes in this bench's order (forward steps, then forward+backward), 8 experts,
+// fwd+bwd, ms: ours 207 165 132 160 127 138 120 ..., PyTorch 220 186 181 177 181 180 178 ...;
+// in one PyTorch trace of four it was 247 275 184 179 163 157 145 139 ... (docs/benchmarks.md,
+// session 6).
+const WARMUP = Number(process.env.BENCH_WARMUP ?? 3);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 
 function median(xs) {
@@ -13,7 +21,7 @@ function median(xs) {
 }
 
 function timeIt(fn) {
-  fn();
+  for (let i = 0; i < WARMUP; i++) fn();
   const times = [];
   for (let i = 0; i < REPS; i++) {
     const t0 = process.hrtime.bigint();
@@ -29,7 +37,7 @@ function timeIt(fn) {
 function ours(tokens, dModel, dFF, E, k) {
   const out = execFileSync(process.execPath, [new URL(import.meta.url).pathname, '--ours', ...[tokens, dModel, dFF, E, k].map(String)], {
     encoding: 'utf8',
-    env: { ...process.env, BENCH_REPS: String(REPS) },
+    env: { ...process.env, BENCH_REPS: String(REPS), BENCH_WARMUP: String(WARMUP) },
   });
   return JSON.parse(out.trim().split('\n').pop());
 }
@@ -68,7 +76,7 @@ function torchPeer(tokens, dModel, dFF, E, k, split) {
   const threads = split.torch;
   const env = peerEnv(split.torch, split.blas);
   if (split.malloc && !env.GLIBC_TUNABLES) env.GLIBC_TUNABLES = split.malloc;
-  const out = execFileSync(PY, ['bench/moe_torch.py', ...[tokens, dModel, dFF, E, k, threads, REPS].map(String)], { env, encoding: 'utf8' });
+  const out = execFileSync(PY, ['bench/moe_torch.py', ...[tokens, dModel, dFF, E, k, threads, REPS, WARMUP].map(String)], { env, encoding: 'utf8' });
   return JSON.parse(out.trim().split('\n').pop());
 }
 

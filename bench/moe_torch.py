@@ -1,7 +1,7 @@
 """PyTorch peer for `npm run bench`: an MoE block written like Hugging Face's MixtralSparseMoeBlock
 (loop over experts, index gather, index_add_). Prints one JSON line of timings.
 
-usage: /usr/bin/python3 bench/moe_torch.py TOKENS DMODEL DFF EXPERTS K THREADS REPS
+usage: /usr/bin/python3 bench/moe_torch.py TOKENS DMODEL DFF EXPERTS K THREADS REPS [WARMUP]
 """
 import json
 import sys
@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 tokens, d, dff, E, k, threads, reps = (int(v) for v in sys.argv[1:8])
+warmup = int(sys.argv[8]) if len(sys.argv) > 8 else 1
 torch.set_num_threads(threads)
 torch.manual_seed(0)
 
@@ -67,7 +68,8 @@ def fwd_bwd():
 
 
 def median_time(fn):
-    fn()  # warm-up
+    for _ in range(warmup):
+        fn()
     times = []
     for _ in range(reps):
         t0 = time.perf_counter()
