@@ -228,7 +228,9 @@ export function routedExpertMixture(
   const y = acquireScratch(N * d); // fully written: every row lies in one expert block
   const inputs = [x, rowWeights, ...weightInputs(weights)];
   const tape = ffnForward(xs, N, d, dFF, offsets, weights, act, y, willRecord(inputs));
-  const out = new Float32Array(T * d);
+  // From the pool when a [tokens, dModel] buffer was released (last step's upstream gradient, say):
+  // zeroing warm memory costs less than a fresh buffer's page faults.
+  const out = acquireScratch(T * d).fill(0);
   be().scatterAddRows(y, tokenIndex, wd, d, out);
   const result = record('routedExpertMixture', inputs, new Tensor(out, [T, d]), (g) => {
     const dy = acquireScratch(N * d); // dOut[tokenIndex[i]], then scaled by the row's weight
