@@ -9,6 +9,8 @@
  * exact-plus-small sum so tails keep their relative accuracy). gelu uses the erfc form on both
  * sides so large negative inputs do not cancel; gelu_tanh uses x·sigmoid(2u) for the same reason.
  * All are ~1e-7 relative; sums are accumulated in double, as in the reference backend.
+ * One exception to "written once": SiLU and its derivative, the expert FFN's activation, have an
+ * AVX-512 intrinsics version (v_silu, v_silu_grad) that the avx512 build uses.
  */
 #include "sy.h"
 
