@@ -244,11 +244,12 @@ SY_INLINE float sy_sign(float x) { return x > 0.0f ? 1.0f : (x < 0.0f ? -1.0f : 
 
 #if defined(__AVX512F__) && defined(__AVX512DQ__)
 /* SiLU and its derivative, 16 lanes at a time (the expert FFN's activation: its epilogues run over
- * every [rows, dFF] element each step). GCC vectorises sy_sigmoid2 above, but it keeps the
- * general exp's two-part argument, overflow clamp, NaN selects and two-multiply scaling, and a
- * divide: ~50 cycles per vector. Here, for exp(-|v|): the same Cody-Waite reduction, polynomial and
- * -104 floor as sy_exp2part, the 2^n scaling by one vscalefps (one rounding, as the two
- * multiplies), and 1/(1+e) from vrcp14ps plus one Newton step (d in [1, 2], within ~1 ulp). */
+ * every [rows, dFF] element each step). GCC vectorises sy_sigmoid2 above, but keeps the general
+ * exp's two-part argument, overflow clamp, NaN selects and two-multiply scaling, and a divide.
+ * Here, for exp(-|v|): the same Cody-Waite reduction, polynomial and -104 floor as sy_exp2part,
+ * the 2^n scaling by one vscalefps (one rounding, as the two multiplies), and 1/(1+e) from
+ * vrcp14ps plus one Newton step (d in [1, 2], within ~1 ulp). Gated SiLU: 0.74 -> 0.47 ns an
+ * element (docs/benchmarks.md, session 6). */
 SY_INLINE __m512 v_exp_neg_abs(__m512 av) {
   const __m512 L2E = _mm512_set1_ps(1.44269504088896341f), C1 = _mm512_set1_ps(0.693359375f),
                C2 = _mm512_set1_ps(-2.12194440e-4f);
