@@ -48,33 +48,42 @@ SY_INLINE void tr16x16(__m512 r[16]) {
 SY_INLINE __mmask16 mask_n(int n) { return n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1u); }
 
 /*
+ * Copying packs (op(A) transposed in memory, op(B) not) go source row by source row: each row's
+ * floats are read once, front to back, and dealt to every panel. Walking one panel down all kc
+ * rows instead reads 56 or 128 bytes per row at a stride of the leading dimension (4 KiB for the
+ * expert FFN's [rows, dFF] activations: a new page on every load), so the hardware prefetchers
+ * never get going. Packing dH1ᵀ and dH3ᵀ for the weight gradients took 26% less time this way.
+ */
+
+/*
  * Pack rows [0, mc) x depth [0, kc) of op(A) into MR-row panels: ap[p*MR*kc + l*MR + i].
  * trans=0: op(A)[i,l] = a[i*lda + l]; trans=1: op(A)[i,l] = a[l*lda + i].
  */
 static void pack_a(int trans, const float *a, int64_t lda, int mc, int kc, float *ap) {
+  const __mmask16 st = mask_n(MR);
+  if (trans) {
+    for (int l = 0; l < kc; l++) {
+      const float *src = a + (int64_t)l * lda;
+      float *dst = ap + l * MR;
+      int p = 0;
+      for (; p + MR <= mc; p += MR) _mm512_mask_storeu_ps(dst + (int64_t)p * kc, st, _mm512_maskz_loadu_ps(st, src + p));
+      if (p < mc) /* the last panel's rows past mc are zero */
+        _mm512_mask_storeu_ps(dst + (int64_t)p * kc, st, _mm512_maskz_loadu_ps(mask_n(mc - p), src + p));
+    }
+    return;
+  }
   for (int p = 0; p < mc; p += MR) {
     int mr = mc - p < MR ? mc - p : MR;
     float *dst = ap + (int64_t)p * kc;
-    if (trans) {
-      const float *src = a + p;
-      __mmask16 m = mask_n(mr), st = mask_n(MR);
-      for (int l = 0; l < kc; l++) {
-        __m512 v = _mm512_maskz_loadu_ps(m, src + (int64_t)l * lda);
-        _mm512_mask_storeu_ps(dst + l * MR, st, v);
-      }
-    } else {
-      const float *src = a + (int64_t)p * lda;
-      __m512 r[16];
-      __mmask16 st = mask_n(MR);
-      int l = 0;
-      for (; l < kc; l += 16) {
-        int kl = kc - l < 16 ? kc - l : 16;
-        __mmask16 lm = mask_n(kl);
-        for (int i = 0; i < 16; i++)
-          r[i] = i < mr ? _mm512_maskz_loadu_ps(lm, src + (int64_t)i * lda + l) : _mm512_setzero_ps();
-        tr16x16(r);
-        for (int t = 0; t < kl; t++) _mm512_mask_storeu_ps(dst + (l + t) * MR, st, r[t]);
-      }
+    const float *src = a + (int64_t)p * lda;
+    __m512 r[16];
+    for (int l = 0; l < kc; l += 16) {
+      int kl = kc - l < 16 ? kc - l : 16;
+      __mmask16 lm = mask_n(kl);
+      for (int i = 0; i < 16; i++)
+        r[i] = i < mr ? _mm512_maskz_loadu_ps(lm, src + (int64_t)i * lda + l) : _mm512_setzero_ps();
+      tr16x16(r);
+      for (int t = 0; t < kl; t++) _mm512_mask_storeu_ps(dst + (l + t) * MR, st, r[t]);
     }
   }
 }
@@ -84,43 +93,42 @@ static void pack_a(int trans, const float *a, int64_t lda, int mc, int kc, float
  * trans=0: op(B)[l,j] = b[l*ldb + j]; trans=1: op(B)[l,j] = b[j*ldb + l].
  */
 static void pack_b(int trans, const float *b, int64_t ldb, int kc, int nc, float *bp) {
+  if (!trans) {
+    const int full = nc - nc % NR; /* columns in whole panels */
+    __mmask16 m0 = mask_n(nc - full), m1 = mask_n(nc - full > 16 ? nc - full - 16 : 0);
+    for (int l = 0; l < kc; l++) {
+      const float *src = b + (int64_t)l * ldb;
+      float *dst = bp + l * NR;
+      for (int q = 0; q < full; q += NR) {
+        _mm512_store_ps(dst + (int64_t)q * kc, _mm512_loadu_ps(src + q));
+        _mm512_store_ps(dst + (int64_t)q * kc + 16, _mm512_loadu_ps(src + q + 16));
+      }
+      if (full < nc) { /* the last panel's columns past nc are zero */
+        _mm512_store_ps(dst + (int64_t)full * kc, _mm512_maskz_loadu_ps(m0, src + full));
+        _mm512_store_ps(dst + (int64_t)full * kc + 16, _mm512_maskz_loadu_ps(m1, src + full + 16));
+      }
+    }
+    return;
+  }
   for (int q = 0; q < nc; q += NR) {
     int nr = nc - q < NR ? nc - q : NR;
     float *dst = bp + (int64_t)q * kc;
-    if (!trans) {
-      const float *src = b + q;
-      if (nr == NR) {
-        for (int l = 0; l < kc; l++) {
-          const float *s = src + (int64_t)l * ldb;
-          _mm512_store_ps(dst + l * NR, _mm512_loadu_ps(s));
-          _mm512_store_ps(dst + l * NR + 16, _mm512_loadu_ps(s + 16));
-        }
-      } else {
-        __mmask16 m0 = mask_n(nr), m1 = mask_n(nr > 16 ? nr - 16 : 0);
-        for (int l = 0; l < kc; l++) {
-          const float *s = src + (int64_t)l * ldb;
-          _mm512_store_ps(dst + l * NR, _mm512_maskz_loadu_ps(m0, s));
-          _mm512_store_ps(dst + l * NR + 16, _mm512_maskz_loadu_ps(m1, s + 16));
-        }
+    for (int h = 0; h < NR; h += 16) {
+      int rows = nr - h; /* valid j's in this half */
+      if (rows > 16) rows = 16;
+      if (rows <= 0) {
+        for (int l = 0; l < kc; l++) _mm512_store_ps(dst + l * NR + h, _mm512_setzero_ps());
+        continue;
       }
-    } else {
-      for (int h = 0; h < NR; h += 16) {
-        int rows = nr - h; /* valid j's in this half */
-        if (rows > 16) rows = 16;
-        if (rows <= 0) {
-          for (int l = 0; l < kc; l++) _mm512_store_ps(dst + l * NR + h, _mm512_setzero_ps());
-          continue;
-        }
-        const float *src = b + (int64_t)(q + h) * ldb;
-        __m512 r[16];
-        for (int l = 0; l < kc; l += 16) {
-          int kl = kc - l < 16 ? kc - l : 16;
-          __mmask16 lm = mask_n(kl);
-          for (int i = 0; i < 16; i++)
-            r[i] = i < rows ? _mm512_maskz_loadu_ps(lm, src + (int64_t)i * ldb + l) : _mm512_setzero_ps();
-          tr16x16(r);
-          for (int t = 0; t < kl; t++) _mm512_store_ps(dst + (l + t) * NR + h, r[t]);
-        }
+      const float *src = b + (int64_t)(q + h) * ldb;
+      __m512 r[16];
+      for (int l = 0; l < kc; l += 16) {
+        int kl = kc - l < 16 ? kc - l : 16;
+        __mmask16 lm = mask_n(kl);
+        for (int i = 0; i < 16; i++)
+          r[i] = i < rows ? _mm512_maskz_loadu_ps(lm, src + (int64_t)i * ldb + l) : _mm512_setzero_ps();
+        tr16x16(r);
+        for (int t = 0; t < kl; t++) _mm512_store_ps(dst + (l + t) * NR + h, r[t]);
       }
     }
   }
