@@ -1131,6 +1131,33 @@ static napi_value js_adamw(napi_env env, napi_callback_info info) {
 /* runtime                                                                                   */
 /* ---------------------------------------------------------------------------------------- */
 
+/* alignOffset(buffer, align): the byte offset into an ArrayBuffer at which its memory is aligned to
+ * `align` (a power of two up to 64 KiB). V8 places large backing stores 16 bytes past a page
+ * start, so without this every 64-byte vector access to a [rows, cols] activation straddles two
+ * cache lines and every 4 KiB row two pages. */
+static napi_value js_align_offset(napi_env env, napi_callback_info info) {
+  call_t c;
+  int64_t align;
+  if (!begin(&c, env, info, "alignOffset", 2)) return NULL;
+  bool is_ab = false;
+  void *data = NULL;
+  size_t len = 0;
+  if (napi_is_arraybuffer(env, c.argv[0], &is_ab) != napi_ok || !is_ab ||
+      napi_get_arraybuffer_info(env, c.argv[0], &data, &len) != napi_ok) {
+    throw_type(&c, "buffer must be an ArrayBuffer");
+    return NULL;
+  }
+  if (!arg_count(&c, 1, "align", &align)) return NULL;
+  if (align < 1 || align > 65536 || (align & (align - 1)) != 0) {
+    throw_range(&c, "align must be a power of two in [1, 65536] (got %lld)", (long long)align);
+    return NULL;
+  }
+  int64_t off = (int64_t)((align - (int64_t)((uintptr_t)data & (uintptr_t)(align - 1))) & (align - 1));
+  napi_value v;
+  napi_create_int64(env, off, &v);
+  return v;
+}
+
 static napi_value js_threads(napi_env env, napi_callback_info info) {
   (void)info;
   napi_value v;
@@ -1208,6 +1235,7 @@ NAPI_MODULE_INIT() {
       {"rotary", js_rotary},
       {"sumSquares", js_sum_squares},
       {"adamw", js_adamw},
+      {"alignOffset", js_align_offset},
       {"threads", js_threads},
       {"setThreads", js_set_threads},
       {"defaultThreads", js_default_threads},

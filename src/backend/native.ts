@@ -13,6 +13,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import type { Activation, BinaryOp, GatedGemmMode, ReduceOp, UnaryOp } from './interface.js';
+import { setBufferAligner } from './alloc.js';
 import { ReferenceBackend } from './reference.js';
 
 /** The functions exported by switchyard_native.node (see native/addon.c). */
@@ -61,6 +62,8 @@ interface NativeAddon {
     decay: number,
     sign: number,
   ): void;
+  /** Byte offset at which `buffer`'s memory is aligned to `align` (a power of two). */
+  alignOffset(buffer: ArrayBuffer, align: number): number;
   threads(): number;
   setThreads(n: number): number;
   defaultThreads(): number;
@@ -123,6 +126,8 @@ function loadAddon(): NativeAddon | null {
     if (typeof mod?.gemm !== 'function') throw new Error('addon does not export gemm()');
     addon = mod;
     loadError = null;
+    // From now on large tensors and scratch buffers start on page boundaries (see alloc.ts).
+    if (typeof mod.alignOffset === 'function') setBufferAligner((buffer, align) => mod.alignOffset(buffer, align));
   } catch (e) {
     addon = null;
     loadError = e instanceof Error ? e.message : String(e);

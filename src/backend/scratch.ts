@@ -5,6 +5,8 @@
  * per 4 KiB on first touch; reusing a released buffer costs neither. Pooled buffers hold stale
  * values: a caller must overwrite every element it reads.
  */
+import { allocFloat32, ownsItsBuffer } from './alloc.js';
+
 const pool = new Map<number, Float32Array[]>();
 let pooledBytes = 0;
 /** Upper bound on memory parked in the pool. */
@@ -38,15 +40,30 @@ export function acquireScratch(length: number): Float32Array {
       return buf;
     }
   }
-  return new Float32Array(length);
+  return allocFloat32(length);
+}
+
+/**
+ * A buffer of exactly `length` zeros: a pooled one is cleared, a fresh one is zero already (the
+ * allocator zeroes it, so a second fill would write every page twice).
+ */
+export function acquireZeroed(length: number): Float32Array {
+  if (enabled && length >= MIN_POOLED_LENGTH) {
+    const buf = pool.get(length)?.pop();
+    if (buf) {
+      pooledBytes -= buf.byteLength;
+      return buf.fill(0);
+    }
+  }
+  return allocFloat32(length);
 }
 
 /** Return buffers that no live tensor references any more. */
 export function releaseScratch(...bufs: Array<Float32Array | null | undefined>): void {
   for (const buf of bufs) {
     if (!enabled || !buf || buf.length < MIN_POOLED_LENGTH || pooledBytes + buf.byteLength > MAX_POOLED_BYTES) continue;
-    // Only whole buffers: a view shares its memory with tensors the pool knows nothing about.
-    if (buf.byteOffset !== 0 || buf.byteLength !== buf.buffer.byteLength || !(buf.buffer instanceof ArrayBuffer)) continue;
+    // Only arrays that own their memory: a partial view shares it with tensors the pool knows nothing about.
+    if (!ownsItsBuffer(buf)) continue;
     let list = pool.get(buf.length);
     if (!list) pool.set(buf.length, (list = []));
     if (list.includes(buf)) continue;

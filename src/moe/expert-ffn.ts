@@ -10,7 +10,8 @@
 import type { Activation } from '../backend/interface.js';
 import { GEMM_ACCUMULATE, GEMM_CHAIN, GEMM_TRANS_A, GEMM_TRANS_B } from '../backend/interface.js';
 import { RangeValueError, ShapeError } from '../errors.js';
-import { acquireScratch, releaseScratch } from '../backend/scratch.js';
+import { allocFloat32 } from '../backend/alloc.js';
+import { acquireScratch, acquireZeroed, releaseScratch } from '../backend/scratch.js';
 import { GatedGemmTasks, GemmTasks } from '../ops/gemm-tasks.js';
 import { be, requireFloat } from '../ops/util.js';
 import { leafGradSink, record, willRecord } from '../tensor/autodiff.js';
@@ -114,7 +115,7 @@ function ffnBackward(tape: FFNTape, x: Float32Array, N: number, d: number, dFF: 
     if (!w.requiresGrad) return null;
     const sink = leafGradSink(w);
     if (sink) return { data: sink.data, flags: sink.accumulate ? GEMM_ACCUMULATE : 0, sunk: true };
-    return { data: new Float32Array(w.size), flags: 0, sunk: false };
+    return { data: allocFloat32(w.size), flags: 0, sunk: false };
   };
   const dW2 = weights.w2.map(weightGrad);
   // An expert with no rows: an overwritten gradient must still become zeros (a k = 0 task
@@ -230,7 +231,7 @@ export function routedExpertMixture(
   const tape = ffnForward(xs, N, d, dFF, offsets, weights, act, y, willRecord(inputs));
   // From the pool when a [tokens, dModel] buffer was released (last step's upstream gradient, say):
   // zeroing warm memory costs less than a fresh buffer's page faults.
-  const out = acquireScratch(T * d).fill(0);
+  const out = acquireZeroed(T * d);
   be().scatterAddRows(y, tokenIndex, wd, d, out);
   const result = record('routedExpertMixture', inputs, new Tensor(out, [T, d]), (g) => {
     const dy = acquireScratch(N * d); // dOut[tokenIndex[i]], then scaled by the row's weight
@@ -248,7 +249,7 @@ export function routedExpertMixture(
     const wg = ffnBackward(tape, xs, N, d, dFF, offsets, weights, act, dys, dxs);
     let dx: Tensor | null = null;
     if (dxs) {
-      const dxd = acquireScratch(T * d).fill(0); // tokens that lost every assignment get zero
+      const dxd = acquireZeroed(T * d); // tokens that lost every assignment get zero
       be().scatterAddRows(dxs, tokenIndex, null, d, dxd);
       dx = new Tensor(dxd, [T, d]);
     }

@@ -1,6 +1,6 @@
 /** Index ops: row gather (embedding, index select), row scatter-add (index add), topK, oneHot. */
 import { RangeValueError, ShapeError } from '../errors.js';
-import { acquireScratch, releaseScratch } from '../backend/scratch.js';
+import { acquireScratch, acquireZeroed, releaseScratch } from '../backend/scratch.js';
 import { leafGradSink, record } from '../tensor/autodiff.js';
 import { normAxis, sizeOf } from '../tensor/shape.js';
 import { Tensor, type IndexLike } from '../tensor/tensor.js';
@@ -28,7 +28,7 @@ export function gatherRows(src: Tensor, idx: IndexLike): Tensor {
       be().scatterAddRows(g.f32, ids, null, cols, sink.data);
       return [null];
     }
-    const dsrc = acquireScratch(src.size).fill(0);
+    const dsrc = acquireZeroed(src.size);
     be().scatterAddRows(g.f32, ids, null, cols, dsrc);
     return [new Tensor(dsrc, src.shape)];
   });

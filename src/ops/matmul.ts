@@ -4,6 +4,7 @@
  * GEMM with transpose flags, so no transposed copy is ever materialised.
  */
 import { GEMM_ACCUMULATE, GEMM_PARAMS, GEMM_TRANS_A, GEMM_TRANS_B } from '../backend/interface.js';
+import { allocFloat32 } from '../backend/alloc.js';
 import { acquireScratch } from '../backend/scratch.js';
 import { ShapeError } from '../errors.js';
 import { leafGradSink, record } from '../tensor/autodiff.js';
@@ -95,7 +96,7 @@ export function matmul(a: Tensor, b: Tensor, opts?: MatmulOptions): Tensor {
   }
   const batchShape = broadcastShapes(aB, bBatch, 'matmul batch');
   const batches = sizeOf(batchShape);
-  const out = new Float32Array(batches * m * n);
+  const out = allocFloat32(batches * m * n);
   const aOffs = batchOffsets(batchShape, aB, a2[0] * a2[1]);
   const bOffs = batchOffsets(batchShape, bBatch, b2[0] * b2[1]);
   const cOffs = Array.from({ length: batches }, (_, t) => t * m * n);
@@ -109,14 +110,14 @@ export function matmul(a: Tensor, b: Tensor, opts?: MatmulOptions): Tensor {
     let da: Tensor | null = null, db: Tensor | null = null;
     if (a.requiresGrad) {
       // Full-batch dA (per broadcast batch), then reduce over broadcast batch dims.
-      const full = new Float32Array(batches * a2[0] * a2[1]);
+      const full = allocFloat32(batches * a2[0] * a2[1]);
       const fullOffs = Array.from({ length: batches }, (_, t) => t * a2[0] * a2[1]);
       if (!ta) gemmBatched(gd, cOffs, n, false, b.f32, bOffs, b2[1], !tb, full, fullOffs, m, k, n, false); // dA = G·opBᵀ
       else gemmBatched(b.f32, bOffs, b2[1], tb, gd, cOffs, n, true, full, fullOffs, k, m, n, false); // dAᵀ stored: opB·Gᵀ
       da = sumToShape(new Tensor(full, [...batchShape, a2[0], a2[1]]), a.rank >= 2 ? a.shape : [1, a.shape[0]]);
     }
     if (b.requiresGrad) {
-      const full = new Float32Array(batches * b2[0] * b2[1]);
+      const full = allocFloat32(batches * b2[0] * b2[1]);
       const fullOffs = Array.from({ length: batches }, (_, t) => t * b2[0] * b2[1]);
       if (!tb) gemmBatched(a.f32, aOffs, a2[1], !ta, gd, cOffs, n, false, full, fullOffs, k, n, m, false); // dB = opAᵀ·G
       else gemmBatched(gd, cOffs, n, true, a.f32, aOffs, a2[1], ta, full, fullOffs, n, k, m, false); // dBᵀ stored: Gᵀ·opA
@@ -132,7 +133,7 @@ function matmul2d(
 ): { out: Float32Array; backward: (g: Tensor) => [Tensor | null, Tensor | null] } {
   const bd = b.f32;
   const bCols = b.rank === 1 ? 1 : b.shape[1];
-  const out = new Float32Array(rows * n);
+  const out = allocFloat32(rows * n);
   gemmBatched(ad, [0], k, false, bd, [0], bCols, tb, out, [0], rows, n, k, false);
   return {
     out,
@@ -147,7 +148,7 @@ function matmul2d(
       if (b.requiresGrad) {
         // A weight (leaf) gets its gradient written into its own .grad buffer (see leafGradSink).
         const sink = leafGradSink(b);
-        const full = sink ? sink.data : new Float32Array(b.size);
+        const full = sink ? sink.data : allocFloat32(b.size);
         const acc = sink ? sink.accumulate : false;
         if (!tb) gemmBatched(ad, [0], k, true, gd, [0], n, false, full, [0], k, n, rows, acc);
         else gemmBatched(gd, [0], n, true, ad, [0], k, false, full, [0], n, k, rows, acc);

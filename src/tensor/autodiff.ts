@@ -3,6 +3,7 @@
  * every differentiable op records a GradNode on its output; `backward()` walks the graph in
  * reverse topological order, calling each node's rule once with the summed output gradient.
  */
+import { allocFloat32 } from '../backend/alloc.js';
 import { acquireScratch, releaseScratch } from '../backend/scratch.js';
 import { AnomalyError, GradError } from '../errors.js';
 import { shapesEqual } from './shape.js';
@@ -125,7 +126,7 @@ export function leafGradSink(t: Tensor): { data: Float32Array; accumulate: boole
   if (t.grad) return { data: t.grad.data as Float32Array, accumulate: true };
   const spare = spareGrads.get(t);
   spareGrads.delete(t);
-  const data = spare ?? new Float32Array(t.size);
+  const data = spare ?? allocFloat32(t.size);
   t.grad = new Tensor(data, t.shape);
   return { data, accumulate: false };
 }

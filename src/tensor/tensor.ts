@@ -10,8 +10,19 @@ import * as sh from '../ops/shape.js';
 import * as ix from '../ops/gather.js';
 import type { Activation } from '../backend/interface.js';
 import { getBackend } from '../backend/index.js';
+import { allocFloat32 } from '../backend/alloc.js';
 
 /** Element types: fp32 for values, int32 for indices. */
+
+/**
+ * A zeroed buffer for a new tensor. The backend is chosen first, so that once the native one has
+ * loaded, large tensors (weights, inputs) start on page boundaries (backend/alloc.ts).
+ */
+function freshData(n: number): Float32Array {
+  getBackend();
+  return allocFloat32(n);
+}
+
 export type DType = 'float32' | 'int32';
 /** The buffer behind a tensor. */
 export type TensorData = Float32Array | Int32Array;
@@ -96,7 +107,7 @@ export class Tensor {
 
   static zeros(shape: readonly number[], opts?: TensorOptions): Tensor {
     checkShape(shape);
-    return new Tensor(new Float32Array(sizeOf(shape)), shape, opts?.requiresGrad ?? false);
+    return new Tensor(freshData(sizeOf(shape)), shape, opts?.requiresGrad ?? false);
   }
 
   static ones(shape: readonly number[], opts?: TensorOptions): Tensor {
@@ -105,14 +116,14 @@ export class Tensor {
 
   static full(shape: readonly number[], value: number, opts?: TensorOptions): Tensor {
     checkShape(shape);
-    return new Tensor(new Float32Array(sizeOf(shape)).fill(value), shape, opts?.requiresGrad ?? false);
+    return new Tensor(freshData(sizeOf(shape)).fill(value), shape, opts?.requiresGrad ?? false);
   }
 
   /** Standard normal samples (Box–Muller on the seeded xoshiro128** stream). */
   static randn(shape: readonly number[], opts?: RandomOptions): Tensor {
     checkShape(shape);
     const g = pickGenerator(opts);
-    const d = new Float32Array(sizeOf(shape));
+    const d = freshData(sizeOf(shape));
     for (let i = 0; i < d.length; i++) d[i] = g.normal();
     return new Tensor(d, shape, opts?.requiresGrad ?? false);
   }
@@ -122,7 +133,7 @@ export class Tensor {
     checkShape(shape);
     const g = pickGenerator(opts);
     const lo = opts?.low ?? 0, hi = opts?.high ?? 1;
-    const d = new Float32Array(sizeOf(shape));
+    const d = freshData(sizeOf(shape));
     for (let i = 0; i < d.length; i++) d[i] = lo + (hi - lo) * g.uniform();
     return new Tensor(d, shape, opts?.requiresGrad ?? false);
   }
