@@ -1,8 +1,8 @@
 /*
  * ISA-independent GEMM driver (BLIS-style loop nest around a per-ISA packer + micro-kernel).
  *
- * For a task C[m,n] (+)= op(A)[m,k] · op(B)[k,n] the depth is cut into fixed KC blocks (per ISA);
- * each C element is the sum, over KC blocks in increasing order, of a register accumulation in
+ * For a task C[m,n] (+)= op(A)[m,k] · op(B)[k,n] the depth is cut into blocks of sy_depth_block(k);
+ * each C element is the sum, over depth blocks in increasing order, of a register accumulation in
  * increasing k. Nothing else (row/column partitioning, thread count, which thread runs a tile)
  * affects the arithmetic, so results are bit-identical across runs and thread counts.
  *
@@ -72,7 +72,7 @@ void sy_gemm_block(const sy_gemm_isa *isa, const float *ap, const float *bp, int
 static void macro_block(const sy_gemm_isa *isa, const sy_gemm_task *t, int i0, int i1, int j0, int j1,
                         int p0, int kcb, const float *bp, int acc) {
   const int MR = isa->mr, MC = isa->mc;
-  float *ap = sy_scratch(0, (size_t)(MC + MR) * (size_t)isa->kc + 64);
+  float *ap = sy_scratch(0, (size_t)(MC + MR) * (size_t)SY_KC_MAX(isa) + 64);
   for (int ib = i0; ib < i1; ib += MC) {
     int mcb = imin(MC, i1 - ib);
     isa->pack_a(t->trans_a, a_at(t, ib, p0), t->lda, mcb, kcb, ap);
@@ -82,13 +82,13 @@ static void macro_block(const sy_gemm_isa *isa, const sy_gemm_task *t, int i0, i
 
 /* C rows [i0, i1) x cols [j0, j1) of a task (k > 0) on the calling thread, thread-local packing. */
 static void region_serial(const sy_gemm_isa *isa, const sy_gemm_task *t, int i0, int i1, int j0, int j1) {
-  const int KC = isa->kc, NR = isa->nr;
+  const int KB = sy_depth_block(isa, t->k), NR = isa->nr;
   const int NC = (SY_GEMM_NC / NR) * NR;
   for (int jc = j0; jc < j1; jc += NC) {
     int ncb = imin(NC, j1 - jc);
-    for (int p0 = 0; p0 < t->k; p0 += KC) {
-      int kcb = imin(KC, t->k - p0);
-      float *bp = sy_scratch(1, (size_t)KC * (size_t)(NC + NR) + 64);
+    for (int p0 = 0; p0 < t->k; p0 += KB) {
+      int kcb = imin(KB, t->k - p0);
+      float *bp = sy_scratch(1, (size_t)SY_KC_MAX(isa) * (size_t)(NC + NR) + 64);
       isa->pack_b(t->trans_b, b_at(t, p0, jc), t->ldb, kcb, ncb, bp);
       macro_block(isa, t, i0, i1, jc, jc + ncb, p0, kcb, bp, t->accumulate || p0 > 0);
     }

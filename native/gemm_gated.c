@@ -41,7 +41,7 @@ static inline const float *b_at(const float *b, int64_t ldb, int trans_b, int64_
 
 /* Rows [i0, i1) of one task on the calling thread. */
 static void gated_rows(const sy_gemm_isa *isa, const sy_gated_task *t, int mode, int act, int i0, int i1) {
-  const int KC = isa->kc, MR = isa->mr, NR = isa->nr, MC = isa->mc;
+  const int KB = sy_depth_block(isa, t->k), KCM = SY_KC_MAX(isa), MR = isa->mr, NR = isa->nr, MC = isa->mc;
   const int up = mode == SY_GATED_UP;
   const int rows = i1 - i0;
   const int NC = ((up ? SY_GATED_NC : SY_GATED_GRAD_NC) / NR) * NR;
@@ -50,26 +50,26 @@ static void gated_rows(const sy_gemm_isa *isa, const sy_gated_task *t, int mode,
    * partial sums must survive the depth loop). That saves writing, and reading for ownership,
    * two [m, n] matrices. */
   const int keep = !up || t->c1 != NULL;
-  const int whole = !keep && t->k > KC;
+  const int whole = !keep && t->k > KB;
   for (int jc = 0; jc < t->n; jc += NC) {
     int ncb = imin(NC, t->n - jc);
     /* down-grad: G for this unit's rows and column block, accumulated over depth blocks */
     float *g = up ? NULL : sy_scratch(3, (size_t)rows * (size_t)ncb + 64);
     size_t part = (size_t)(whole ? rows : MR) * (size_t)ncb;
     float *s1 = keep ? NULL : sy_scratch(3, 2 * part + 64), *s3 = keep ? NULL : s1 + part;
-    for (int p0 = 0; p0 < t->k; p0 += KC) {
-      int kcb = imin(KC, t->k - p0);
+    for (int p0 = 0; p0 < t->k; p0 += KB) {
+      int kcb = imin(KB, t->k - p0);
       int last = p0 + kcb >= t->k;
-      float *bp1 = sy_scratch(1, (size_t)KC * (size_t)(NC + NR) + 64);
+      float *bp1 = sy_scratch(1, (size_t)KCM * (size_t)(NC + NR) + 64);
       isa->pack_b(t->trans_b, b_at(t->b1, t->ldb, t->trans_b, p0, jc), t->ldb, kcb, ncb, bp1);
       float *bp3 = NULL;
       if (up) {
-        bp3 = sy_scratch(2, (size_t)KC * (size_t)(NC + NR) + 64);
+        bp3 = sy_scratch(2, (size_t)KCM * (size_t)(NC + NR) + 64);
         isa->pack_b(t->trans_b, b_at(t->b3, t->ldb, t->trans_b, p0, jc), t->ldb, kcb, ncb, bp3);
       }
       for (int ib = i0; ib < i1; ib += MC) {
         int mcb = imin(MC, i1 - ib);
-        float *ap = sy_scratch(0, (size_t)(MC + isa->mr) * (size_t)KC + 64);
+        float *ap = sy_scratch(0, (size_t)(MC + isa->mr) * (size_t)KCM + 64);
         isa->pack_a(0, t->a + (int64_t)ib * t->lda + p0, t->lda, mcb, kcb, ap);
         if (up) {
           /* Panel by panel (MR rows): both products for the panel's rows, then their epilogue, so

@@ -56,7 +56,7 @@ typedef struct sy_gemm_task {
 typedef struct sy_gemm_isa {
   const char *name;
   int mr, nr;   /* register tile */
-  int kc;       /* depth block (fixed per ISA: the summation order depends only on it) */
+  int kc;       /* depth block (per ISA; with sy_depth_block the summation order depends only on it and k) */
   int mc;       /* rows per packed A block (multiple of mr) */
   void (*pack_a)(int trans, const float *a, int64_t lda, int mc, int kc, float *ap);
   void (*pack_b)(int trans, const float *b, int64_t ldb, int kc, int nc, float *bp);
@@ -64,6 +64,15 @@ typedef struct sy_gemm_isa {
   void (*micro)(int64_t kc, const float *ap, const float *bp, float *c, int64_t ldc, int mr_eff,
                 int nr_eff, int acc);
 } sy_gemm_isa;
+
+/* Depth block of a task of depth k: the whole depth up to 5/4 of the ISA's kc (a short second
+ * block would cost a full extra pass over C: the MoE weight gradients have depth = rows routed to
+ * the expert, often just past kc), else kc. It depends on k alone, so results stay independent of
+ * the thread count and of how a task's rows and columns are split. */
+#define SY_KC_MAX(isa) ((isa)->kc + (isa)->kc / 4)
+static inline int sy_depth_block(const sy_gemm_isa *isa, int k) {
+  return k > 0 && k <= SY_KC_MAX(isa) ? k : isa->kc;
+}
 
 extern const sy_gemm_isa sy_gemm_isa_scalar;
 #if defined(__x86_64__) || defined(_M_X64)
