@@ -16,7 +16,8 @@
  *
  * Scheduling: a unit is a task's row range; tasks are claimed whole, largest first, except that a
  * task holding more than 1/(2T) of the work is cut into 2T panel-aligned row ranges (each packs
- * its own B blocks).
+ * its own B blocks), and the T smallest units are halved: the last units claimed decide how long
+ * one thread waits for the others (gated up 4% faster at 8 experts, paired A/B).
  */
 #include "sy.h"
 
@@ -172,7 +173,7 @@ void sy_gemm_gated_run(int mode, int act, const sy_gated_task *tasks, int ntasks
     }
   }
   if (total == 0.0) return;
-  gated_unit_rank *units = (gated_unit_rank *)malloc(sizeof(gated_unit_rank) * (size_t)ntasks * (size_t)(2 * T));
+  gated_unit_rank *units = (gated_unit_rank *)malloc(sizeof(gated_unit_rank) * ((size_t)ntasks * (size_t)(2 * T) + (size_t)T));
   if (!units) abort();
   int nunits = 0;
   double big_cut = total / (2.0 * T);
@@ -188,6 +189,23 @@ void sy_gemm_gated_run(int mode, int act, const sy_gated_task *tasks, int ntasks
     }
   }
   qsort(units, (size_t)nunits, sizeof(gated_unit_rank), cmp_unit);
+  if (T > 1 && nunits > T) {
+    /* halve the T smallest units (each half packs its own B: a few percent of a unit's work) */
+    int first = nunits - T, added = 0;
+    for (int u = first; u < nunits; u++) {
+      gated_unit_rank *x = &units[u];
+      int panels = (x->hi - x->lo + MR - 1) / MR;
+      if (panels < 2) continue;
+      const sy_gated_task *t = &tasks[x->task];
+      int mid = imin(x->hi, x->lo + (panels / 2) * MR);
+      units[nunits + added] = (gated_unit_rank){2.0 * (x->hi - mid) * t->n * t->k, x->task, mid, x->hi};
+      x->hi = mid;
+      x->flops = 2.0 * (mid - x->lo) * t->n * t->k;
+      added++;
+    }
+    nunits += added;
+    qsort(units, (size_t)nunits, sizeof(gated_unit_rank), cmp_unit);
+  }
   gated_ctx c = {isa, tasks, mode, act, units};
   sy_parallel_for(nunits, gated_unit, &c); /* inline when the pool has one thread */
   free(units);
