@@ -925,6 +925,47 @@ static napi_value js_gather_rows(napi_env env, napi_callback_info info) {
   return undef(env);
 }
 
+/* gatherRowsScaled(g, idx, cols, w, out, dotWith|null, dot|null) */
+static napi_value js_gather_rows_scaled(napi_env env, napi_callback_info info) {
+  call_t c;
+  float *g, *w, *out, *dw, *dot;
+  int32_t *idx;
+  int64_t ng, ni, nw, no, ndw, nd, cols, tot;
+  if (!begin(&c, env, info, "gatherRowsScaled", 7)) return NULL;
+  arg_f32(&c, 0, "g", 0, &g, &ng);
+  arg_i32(&c, 1, "idx", &idx, &ni);
+  arg_count(&c, 2, "cols", &cols);
+  arg_f32(&c, 3, "w", 0, &w, &nw);
+  arg_f32(&c, 4, "out", 0, &out, &no);
+  arg_f32(&c, 5, "dotWith", 1, &dw, &ndw);
+  arg_f32(&c, 6, "dot", 1, &dot, &nd);
+  mul_ok(&c, ni, cols, &tot);
+  need(&c, "w", nw, ni);
+  need(&c, "out", no, tot);
+  if (c.failed) return NULL;
+  /* by the arguments, not the pointers: an empty array may have no data pointer */
+  int with_dot = !is_nullish(&c, c.argv[5]);
+  if (with_dot == is_nullish(&c, c.argv[6])) {
+    throw_type(&c, "dotWith and dot must both be Float32Arrays or both null");
+    return NULL;
+  }
+  if (with_dot) {
+    need(&c, "dotWith", ndw, tot);
+    need(&c, "dot", nd, ni);
+    if (c.failed) return NULL;
+  }
+  if (cols > 0) {
+    int64_t rows = ng / cols;
+    for (int64_t i = 0; i < ni; i++)
+      if (idx[i] < 0 || idx[i] >= rows) {
+        throw_range(&c, "idx[%lld]=%d is out of range [0, %lld)", (long long)i, idx[i], (long long)rows);
+        return NULL;
+      }
+  }
+  sy_op_gather_rows_scaled(g, idx, ni, cols, w, out, with_dot ? dw : NULL, with_dot ? dot : NULL);
+  return undef(env);
+}
+
 static napi_value js_scatter_add_rows(napi_env env, napi_callback_info info) {
   call_t c;
   float *src, *w, *out;
@@ -1231,6 +1272,7 @@ NAPI_MODULE_INIT() {
       {"gatherRows", js_gather_rows},
       {"scatterAddRows", js_scatter_add_rows},
       {"rowDot", js_row_dot},
+      {"gatherRowsScaled", js_gather_rows_scaled},
       {"loraMixture", js_lora_mixture},
       {"rotary", js_rotary},
       {"sumSquares", js_sum_squares},

@@ -455,6 +455,43 @@ void sy_op_gather_rows(const float *src, const int32_t *idx, int64_t nidx, int64
   sy_parallel_for(items, gather_item, &c);
 }
 
+/* gatherRowsScaled: rows [i0, i1) of out = w ⊙ g[idx] and dot = rowDot(g[idx], dot_with), each
+ * value by the same kernels (and so the same arithmetic) as gather + rowDot + broadcast multiply. */
+typedef struct {
+  const float *g, *w, *dot_with;
+  const int32_t *idx;
+  float *out, *dot;
+  int64_t nidx, cols, per_item;
+} grs_ctx;
+
+static void gather_scaled_item(void *vc, int64_t item, int tid) {
+  (void)tid;
+  const grs_ctx *c = (const grs_ctx *)vc;
+  int64_t i0 = item * c->per_item, i1 = min64(c->nidx, i0 + c->per_item);
+  for (int64_t i = i0; i < i1; i++) {
+    const float *row = c->g + (int64_t)c->idx[i] * c->cols;
+    if (c->dot) sy_ew_impl->row_dot(row, c->dot_with + i * c->cols, 0, 1, c->cols, c->dot + i);
+    sy_ew_impl->binary_1d(SY_MUL, row, 1, c->w + i, 0, c->out + i * c->cols, c->cols);
+  }
+}
+
+void sy_op_gather_rows_scaled(const float *g, const int32_t *idx, int64_t nidx, int64_t cols, const float *w, float *out,
+                              const float *dot_with, float *dot) {
+  if (nidx <= 0) return;
+  grs_ctx c = {.g = g, .w = w, .dot_with = dot_with, .idx = idx, .out = out, .dot = dot, .nidx = nidx, .cols = cols};
+  if (cols <= 0) { /* empty rows: their dot products are 0 */
+    if (dot) memset(dot, 0, sizeof(float) * (size_t)nidx);
+    return;
+  }
+  c.per_item = max64(1, CHUNK_LIGHT / cols);
+  int64_t items = cdiv(nidx, c.per_item);
+  if (nidx * cols < PAR_MIN_LIGHT || items <= 1) {
+    for (int64_t i = 0; i < items; i++) gather_scaled_item(&c, i, 0);
+    return;
+  }
+  sy_parallel_for(items, gather_scaled_item, &c);
+}
+
 /* Column split: item owns columns [c0, c1) of every output row. */
 static void scatter_cols_item(void *vc, int64_t item, int tid) {
   (void)tid;

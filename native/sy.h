@@ -226,6 +226,8 @@ void sy_op_layer_norm_grad(const float *x, const float *w, const float *mean, co
                            int64_t rows, int64_t cols, float *dx, float *dw, float *db);
 void sy_op_permute(const float *x, const int64_t *shape, const int *perm, int nd, float *out);
 void sy_op_gather_rows(const float *src, const int32_t *idx, int64_t nidx, int64_t cols, float *out);
+void sy_op_gather_rows_scaled(const float *g, const int32_t *idx, int64_t nidx, int64_t cols, const float *w, float *out,
+                              const float *dot_with, float *dot);
 void sy_op_scatter_add_rows(const float *src, const int32_t *idx, const float *w, int64_t nidx, int64_t cols,
                             float *out, int64_t out_rows);
 void sy_op_row_dot(const float *a, const float *b, int64_t rows, int64_t cols, float *out);

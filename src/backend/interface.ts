@@ -187,6 +187,16 @@ export interface Backend {
   scatterAddRows(src: Float32Array, idx: Int32Array, w: Float32Array | null, cols: number, out: Float32Array): void;
   /** out[i] = Σ_c a[i, c] · b[i, c]: row-wise dot products (the combine-weight gradient). */
   rowDot(a: Float32Array, b: Float32Array, rows: number, cols: number, out: Float32Array): void;
+  /**
+   * The backward of a weighted combine y[idx[i]] += w[i] · src_i in one pass over the upstream
+   * gradient g: out[i, :] = w[i] · g[idx[i], :] (the gradient of src_i) and, when dotWith and dot
+   * are given, dot[i] = Σ_c g[idx[i], c] · dotWith[i, c] (the gradient of w[i]). Each value is
+   * exactly what gatherRows, then rowDot, then a broadcast multiply would give.
+   */
+  gatherRowsScaled(
+    g: Float32Array, idx: Int32Array, cols: number, w: Float32Array, out: Float32Array,
+    dotWith: Float32Array | null, dot: Float32Array | null,
+  ): void;
 
   /**
    * A mixture of LoRA experts at one Linear for a few rows (decoding), router fused in. dims =

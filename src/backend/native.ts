@@ -38,6 +38,7 @@ interface NativeAddon {
   gatherRows(src: Float32Array, idx: Int32Array, cols: number, out: Float32Array): void;
   scatterAddRows(src: Float32Array, idx: Int32Array, w: Float32Array | null, cols: number, out: Float32Array): void;
   rowDot(a: Float32Array, b: Float32Array, rows: number, cols: number, out: Float32Array): void;
+  gatherRowsScaled(g: Float32Array, idx: Int32Array, cols: number, w: Float32Array, out: Float32Array, dotWith: Float32Array | null, dot: Float32Array | null): void;
   /** Optional: absent from addons built before these kernels (the reference is used then). */
   sumSquares?(x: Float32Array): number;
   loraMixture?(
@@ -286,6 +287,13 @@ export class NativeBackend extends ReferenceBackend {
 
   override rowDot(a: Float32Array, b: Float32Array, rows: number, cols: number, out: Float32Array): void {
     this.#a.rowDot(a, b, rows, cols, out);
+  }
+
+  override gatherRowsScaled(
+    g: Float32Array, idx: Int32Array, cols: number, w: Float32Array, out: Float32Array,
+    dotWith: Float32Array | null, dot: Float32Array | null,
+  ): void {
+    this.#a.gatherRowsScaled(g, idx, cols, w, out, dotWith, dot);
   }
 
   override loraMixture(

@@ -14,6 +14,7 @@ import {
   type UnaryOp,
 } from './interface.js';
 import { gemmGatedComposed } from './gemm-gated.js';
+import { need } from './wasm-args.js';
 
 /** erf by Abramowitz–Stegun 7.1.26 is too coarse (1e-7 abs); use a Chebyshev-free series/continued-fraction split. */
 export function erf(x: number): number {
@@ -428,6 +429,27 @@ export class ReferenceBackend implements Backend {
       let s = 0;
       for (let c = 0; c < cols; c++) s += a[r * cols + c] * b[r * cols + c];
       out[r] = s;
+    }
+  }
+
+  /** Composed from this backend's gatherRows and rowDot (so a subclass's kernels serve it), then the scale. */
+  gatherRowsScaled(
+    g: Float32Array, idx: Int32Array, cols: number, w: Float32Array, out: Float32Array,
+    dotWith: Float32Array | null, dot: Float32Array | null,
+  ): void {
+    const n = idx.length;
+    if ((dotWith === null) !== (dot === null)) throw new TypeError('dotWith and dot must both be Float32Arrays or both null');
+    need('w', w.length, n);
+    need('out', out.length, n * cols);
+    if (dotWith && dot) {
+      need('dotWith', dotWith.length, n * cols);
+      need('dot', dot.length, n);
+    }
+    this.gatherRows(g, idx, cols, out);
+    if (dotWith && dot) this.rowDot(out, dotWith, n, cols, dot);
+    for (let i = 0; i < n; i++) {
+      const wi = w[i];
+      for (let c = i * cols, e = c + cols; c < e; c++) out[c] *= wi; // f32·f32 is exact in f64: one rounding
     }
   }
 

@@ -261,6 +261,13 @@ export class WebGpuBackend implements Backend {
     this.fallback.rowDot(a, b, rows, cols, out);
   }
 
+  gatherRowsScaled(
+    g: Float32Array, idx: Int32Array, cols: number, w: Float32Array, out: Float32Array,
+    dotWith: Float32Array | null, dot: Float32Array | null,
+  ): void {
+    this.fallback.gatherRowsScaled(g, idx, cols, w, out, dotWith, dot);
+  }
+
   loraMixture(
     x: Float32Array, router: Float32Array | null, A: Float32Array, B: Float32Array, scales: Float32Array,
     dims: Int32Array, experts: Int32Array, gates: Float32Array, logits: Float32Array | null, y: Float32Array,

@@ -234,17 +234,12 @@ export function routedExpertMixture(
   const out = acquireZeroed(T * d);
   be().scatterAddRows(y, tokenIndex, wd, d, out);
   const result = record('routedExpertMixture', inputs, new Tensor(out, [T, d]), (g) => {
-    const dy = acquireScratch(N * d); // dOut[tokenIndex[i]], then scaled by the row's weight
-    be().gatherRows(g.f32, tokenIndex, d, dy);
-    let dw: Tensor | null = null;
-    if (rowWeights.requiresGrad) {
-      const dwd = new Float32Array(N);
-      be().rowDot(dy, y, N, d, dwd);
-      dw = new Tensor(dwd, rowWeights.shape);
-    }
-    const dys = acquireScratch(N * d); // a separate buffer: not every backend allows in-place ops
-    be().binary('mul', dy, Int32Array.of(d, 1), wd, Int32Array.of(1, 0), dys, Int32Array.of(N, d));
-    releaseScratch(dy);
+    // dys[i] = w[i] · dOut[tokenIndex[i]] (the expert outputs' gradient) and dw[i] = dOut[tokenIndex[i]] · y[i]
+    // (the routing weights'), in one pass over the upstream gradient.
+    const dys = acquireScratch(N * d);
+    const dwd = rowWeights.requiresGrad ? new Float32Array(N) : null;
+    be().gatherRowsScaled(g.f32, tokenIndex, d, wd, dys, dwd ? y : null, dwd);
+    const dw = dwd ? new Tensor(dwd, rowWeights.shape) : null;
     const dxs = x.requiresGrad ? acquireScratch(N * d) : null;
     const wg = ffnBackward(tape, xs, N, d, dFF, offsets, weights, act, dys, dxs);
     let dx: Tensor | null = null;

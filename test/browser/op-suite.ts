@@ -1021,6 +1021,40 @@ export function indexingTests(nb: Backend, setup: () => void): void {
         }
     });
 
+    it('gatherRowsScaled: w ⊙ g[idx] and rowDot(g[idx], y), as gatherRows + rowDot + multiply give them', () => {
+      setup();
+      for (const [rows, cols, nidx] of [[5, 1, 7], [33, 7, 100], [2048, 256, 4096], [700, 1030, 90], [4, 0, 3], [4, 3, 0]])
+        for (const withDot of [true, false]) {
+          const g = randArray(rows * cols, rows + 1);
+          const idx = new Int32Array(nidx).map((_, i) => (i * 7 + (i >> 1)) % rows); // repeats, like top-k
+          const w = randArray(nidx, nidx + 2, -2, 2), y = randArray(nidx * cols, nidx + 3);
+          const out = new Float32Array(nidx * cols).fill(Number.NaN), dot = withDot ? new Float32Array(nidx).fill(Number.NaN) : null;
+          nb.gatherRowsScaled(g, idx, cols, w, out, withDot ? y : null, dot);
+          // the same backend's three separate kernels: identical values
+          const gathered = new Float32Array(nidx * cols), scaled = new Float32Array(nidx * cols), dots = new Float32Array(nidx);
+          nb.gatherRows(g, idx, cols, gathered);
+          nb.rowDot(gathered, y, nidx, cols, dots);
+          if (nidx * cols > 0) nb.binary('mul', gathered, Int32Array.of(cols, 1), w, Int32Array.of(1, 0), scaled, Int32Array.of(nidx, cols));
+          const label = `gatherRowsScaled [${rows},${cols}] x${nidx} dot=${withDot}`;
+          expect(bitsEqual(out, scaled), label).toBe(true);
+          if (dot) expect(bitsEqual(dot, dots), `${label}: dot`).toBe(true);
+          // and against the reference (its rowDot sums in another order)
+          const rOut = new Float32Array(nidx * cols), rDot = new Float32Array(nidx);
+          ref.gatherRowsScaled(g, idx, cols, w, rOut, y, rDot);
+          expect(bitsEqual(out, rOut), `${label} vs reference`).toBe(true);
+          if (dot) expectClose(dot, rDot, 1e-5, 1e-5, `${label}: dot vs reference`);
+        }
+    });
+
+    it('gatherRowsScaled rejects a lone dotWith or dot, short buffers and bad indices', () => {
+      setup();
+      const g = randArray(12, 1), w = randArray(3, 2), out = new Float32Array(12), idx = Int32Array.of(0, 2, 1);
+      expect(() => nb.gatherRowsScaled(g, idx, 4, w, out, new Float32Array(12), null)).toThrow(/dotWith and dot/);
+      expect(() => nb.gatherRowsScaled(g, idx, 4, w.subarray(0, 2), out, null, null)).toThrow(/w has 2 elements/);
+      expect(() => nb.gatherRowsScaled(g, idx, 4, w, out.subarray(0, 11), null, null)).toThrow(/out has 11 elements/);
+      expect(() => nb.gatherRowsScaled(g, idx, 4, w, out, new Float32Array(12), new Float32Array(2))).toThrow(/dot has 2 elements/);
+    });
+
     it('permute: 2-d transpose, 3-d/4-d permutations, size-1 dims, identity', () => {
       setup();
       const cases: [number[], number[]][] = [
