@@ -1173,9 +1173,9 @@ static napi_value js_adamw(napi_env env, napi_callback_info info) {
 /* ---------------------------------------------------------------------------------------- */
 
 /* alignOffset(buffer, align): the byte offset into an ArrayBuffer at which its memory is aligned to
- * `align` (a power of two up to 64 KiB). V8 places large backing stores 16 bytes past a page
- * start, so without this every 64-byte vector access to a [rows, cols] activation straddles two
- * cache lines and every 4 KiB row two pages. */
+ * `align` (a power of two up to 64 KiB), for src/backend/alloc.ts. With glibc a large backing store
+ * starts 16 bytes past a page boundary, so without this every 64-byte vector access to a
+ * [rows, cols] activation straddles two cache lines and every 4 KiB row two pages. */
 static napi_value js_align_offset(napi_env env, napi_callback_info info) {
   call_t c;
   int64_t align;
