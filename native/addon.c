@@ -397,6 +397,7 @@ static napi_value js_gemm(napi_env env, napi_callback_info info) {
     T->trans_b = tb;
     T->accumulate = acc;
     T->chain = t > 0 && (flags & 8) != 0;
+    T->stream = (flags & 16) != 0;
   }
   sy_gemm_run(tasks, (int)ntasks);
 done:

@@ -31,6 +31,15 @@
 #endif
 
 static inline int imin(int a, int b) { return a < b ? a : b; }
+
+/* Orders a thread's streamed (non-temporal) stores before whatever it does next, such as telling
+ * the pool it is done: other threads and later calls then see C. */
+#if defined(__x86_64__) || defined(_M_X64)
+#include <xmmintrin.h>
+#define STORE_FENCE() _mm_sfence()
+#else
+#define STORE_FENCE() ((void)0)
+#endif
 static inline int imax(int a, int b) { return a > b ? a : b; }
 static inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
@@ -93,7 +102,9 @@ static void region_serial(const sy_gemm_isa *isa, const sy_gemm_task *t, int i0,
       int kcb = imin(KB, t->k - p0);
       float *bp = sy_scratch(1, (size_t)SY_KC_MAX(isa) * (size_t)(NC + NR) + 64);
       isa->pack_b(t->trans_b, b_at(t, p0, jc), t->ldb, kcb, ncb, bp);
-      macro_block(isa, t, i0, i1, jc, jc + ncb, p0, kcb, bp, t->accumulate || p0 > 0);
+      /* streamed stores only when C is written once: no accumulation, one depth block */
+      int acc = t->accumulate || p0 > 0 ? 1 : (t->stream && kcb == t->k ? 2 : 0);
+      macro_block(isa, t, i0, i1, jc, jc + ncb, p0, kcb, bp, acc);
     }
   }
 }
@@ -128,6 +139,7 @@ static void priv_unit(void *vctx, int64_t item, int tid) {
   int i0 = plo * c->isa->mr, i1 = imin(c->t->m, phi * c->isa->mr);
   int j0 = qlo * c->isa->nr, j1 = imin(c->t->n, qhi * c->isa->nr);
   if (i0 < i1 && j0 < j1) region_serial(c->isa, c->t, i0, i1, j0, j1);
+  STORE_FENCE();
 }
 
 /*
@@ -186,6 +198,7 @@ static void group_item(void *vctx, int64_t item, int tid) {
     if (r->hi < 0) task_serial(g->isa, &g->tasks[i]);
     else region_serial(g->isa, &g->tasks[i], r->lo, r->hi, 0, g->tasks[i].n);
   }
+  STORE_FENCE();
 }
 
 /* An item's rows can be split when its tasks all have rows, columns and depth and share m. */
@@ -225,6 +238,7 @@ void sy_gemm_run(const sy_gemm_task *tasks, int ntasks) {
   if (T <= 1 || total < (double)SY_GEMM_PAR_FLOPS) {
     /* in list order: chains hold by construction; task_serial zeroes k = 0 tasks */
     for (int i = 0; i < ntasks; i++) task_serial(isa, &tasks[i]);
+    STORE_FENCE();
     return;
   }
   task_rank stack_order[256];
@@ -274,5 +288,6 @@ void sy_gemm_run(const sy_gemm_task *tasks, int ntasks) {
     group_ctx g = {isa, tasks, order};
     sy_parallel_for(nsmall, group_item, &g);
   }
+  STORE_FENCE(); /* the calling thread's own tasks */
   if (order != stack_order) free(order);
 }

@@ -140,7 +140,7 @@ static void micro(int64_t kc, const float *SY_RESTRICT ap, const float *SY_RESTR
 #define STORE_FULL(i)                                                    \
     {                                                                    \
       float *cr = c + (int64_t)(i) * ldc;                                \
-      if (acc) {                                                         \
+      if (acc == 1) {                                                    \
         c##i##0 = _mm256_add_ps(_mm256_loadu_ps(cr), c##i##0);           \
         c##i##1 = _mm256_add_ps(_mm256_loadu_ps(cr + 8), c##i##1);       \
       }                                                                  \

@@ -8,6 +8,7 @@
 
 #if defined(__x86_64__) && defined(__AVX512F__)
 #include <immintrin.h>
+#include <stdint.h>
 #include <string.h>
 
 #define MR 14
@@ -149,10 +150,11 @@ SY_INLINE void micro_gen(const int R, const int NV, int64_t kc, const float *SY_
     cr[i][0] = _mm512_setzero_ps();
     cr[i][1] = _mm512_setzero_ps();
   }
-  for (int i = 0; i < mr; i++) {
-    _mm_prefetch((const char *)(c + i * ldc), _MM_HINT_T0);
-    if (NV > 1) _mm_prefetch((const char *)(c + i * ldc + 16), _MM_HINT_T0);
-  }
+  if (acc != 2) /* C's lines, for the stores at the end (streamed stores need none) */
+    for (int i = 0; i < mr; i++) {
+      _mm_prefetch((const char *)(c + i * ldc), _MM_HINT_T0);
+      if (NV > 1) _mm_prefetch((const char *)(c + i * ldc + 16), _MM_HINT_T0);
+    }
   for (int64_t l = 0; l < kc; l++) {
     _mm_prefetch((const char *)(bp + 8 * NR), _MM_HINT_T0);
     if (NV > 1) _mm_prefetch((const char *)(bp + 8 * NR + 16), _MM_HINT_T0);
@@ -167,13 +169,24 @@ SY_INLINE void micro_gen(const int R, const int NV, int64_t kc, const float *SY_
     ap += MR;
     bp += NR;
   }
-  if (nr == NV * 16) {
+  if (acc == 2 && NV > 1 && nr == NR && !((uintptr_t)c & 63) && !(ldc & 15)) {
+    /* whole, aligned 128-byte row segments: non-temporal stores write them without reading the
+     * lines first */
+#pragma GCC unroll 14
+    for (int i = 0; i < R; i++) {
+      if (i < mr) {
+        float *cp = c + (int64_t)i * ldc;
+        _mm512_stream_ps(cp, cr[i][0]);
+        _mm512_stream_ps(cp + 16, cr[i][1]);
+      }
+    }
+  } else if (nr == NV * 16) {
 #pragma GCC unroll 14
     for (int i = 0; i < R; i++) {
       if (i < mr) {
         float *cp = c + (int64_t)i * ldc;
         __m512 v0 = cr[i][0], v1 = cr[i][1];
-        if (acc) {
+        if (acc == 1) {
           v0 = _mm512_add_ps(_mm512_loadu_ps(cp), v0);
           if (NV > 1) v1 = _mm512_add_ps(_mm512_loadu_ps(cp + 16), v1);
         }
@@ -188,7 +201,7 @@ SY_INLINE void micro_gen(const int R, const int NV, int64_t kc, const float *SY_
       if (i < mr) {
         float *cp = c + (int64_t)i * ldc;
         __m512 v0 = cr[i][0], v1 = cr[i][1];
-        if (acc) {
+        if (acc == 1) {
           v0 = _mm512_add_ps(_mm512_maskz_loadu_ps(m0, cp), v0);
           if (NV > 1) v1 = _mm512_add_ps(_mm512_maskz_loadu_ps(m1, cp + 16), v1);
         }

@@ -43,7 +43,7 @@ SY_INLINE void sy_store_tile(const int NR, const float *tile, int mr, int nr, fl
   for (int i = 0; i < mr; i++) {
     float *cr = c + (int64_t)i * ldc;
     const float *ti = tile + (int64_t)i * NR;
-    if (acc)
+    if (acc == 1)
       for (int j = 0; j < nr; j++) cr[j] = cr[j] + ti[j];
     else
       for (int j = 0; j < nr; j++) cr[j] = ti[j];

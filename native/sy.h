@@ -45,7 +45,8 @@ typedef struct sy_gemm_task {
   int64_t lda, ldb, ldc;
   int m, n, k;
   int trans_a, trans_b, accumulate;
-  int chain; /* runs after the previous task of the list (GEMM_CHAIN) */
+  int chain;  /* runs after the previous task of the list (GEMM_CHAIN) */
+  int stream; /* C is not read again soon: its stores may bypass the cache (GEMM_STREAM) */
 } sy_gemm_task;
 
 /* Per-ISA GEMM building blocks. Packed layouts:
@@ -60,7 +61,8 @@ typedef struct sy_gemm_isa {
   int mc;       /* rows per packed A block (multiple of mr) */
   void (*pack_a)(int trans, const float *a, int64_t lda, int mc, int kc, float *ap);
   void (*pack_b)(int trans, const float *b, int64_t ldb, int kc, int nc, float *bp);
-  /* C[mr_eff x nr_eff] (+)= Ap-panel · Bp-panel over kc; acc=0 overwrites. */
+  /* C[mr_eff x nr_eff] (+)= Ap-panel · Bp-panel over kc: acc=1 adds, acc=0 overwrites, acc=2
+   * overwrites with stores that may bypass the cache (the caller fences before C is shared). */
   void (*micro)(int64_t kc, const float *ap, const float *bp, float *c, int64_t ldc, int mr_eff,
                 int nr_eff, int acc);
 } sy_gemm_isa;

@@ -38,6 +38,7 @@ EXPORT(sy_wasm_gemm) void sy_wasm_gemm(const int32_t *params, int32_t ntasks, fl
     k->trans_b = (p[12] & 2) != 0;
     k->accumulate = (p[12] & 4) != 0;
     k->chain = t > 0 && (p[12] & 8) != 0;
+    k->stream = 0; /* no cache-bypassing stores in wasm */
   }
   sy_gemm_run(tasks, ntasks);
   if (tasks != stack) free(tasks);

@@ -64,7 +64,7 @@ static void micro(int64_t kc, const float *SY_RESTRICT ap, const float *SY_RESTR
       float *cr = c + (int64_t)i * ldc;
       for (int v = 0; v < 4; v++) {
         v128_t x = t[i][v];
-        if (acc) x = wasm_f32x4_add(wasm_v128_load(cr + 4 * v), x);
+        if (acc == 1) x = wasm_f32x4_add(wasm_v128_load(cr + 4 * v), x);
         wasm_v128_store(cr + 4 * v, x);
       }
     }

@@ -52,6 +52,12 @@ export const GEMM_ACCUMULATE = 4;
  * as one task pair instead of two calls.
  */
 export const GEMM_CHAIN = 8;
+/**
+ * Flags bit, a hint: C is written once and not read again soon (an expert's weight gradient, read
+ * next by the optimizer after the whole backward), so a backend may write it with stores that
+ * bypass the cache instead of first reading every line of C in. Results are the same either way.
+ */
+export const GEMM_STREAM = 16;
 
 /** Number of int32 entries describing one task in `gemmGated`'s `params` array. */
 export const GEMM_GATED_PARAMS = 21;

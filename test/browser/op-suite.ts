@@ -11,6 +11,7 @@ import {
   GEMM_CHAIN,
   GEMM_GATED_PARAMS,
   GEMM_PARAMS,
+  GEMM_STREAM,
   GEMM_TRANS_A,
   GEMM_TRANS_B,
   LORA_MIX_ALL,
@@ -24,6 +25,7 @@ import {
   type ReduceOp,
   type UnaryOp,
 } from '../../src/backend/interface.js';
+import { allocFloat32 } from '../../src/backend/alloc.js';
 import { ReferenceBackend } from '../../src/backend/reference.js';
 import * as mini from './mini-test.js';
 
@@ -614,6 +616,31 @@ export function gemmTests(nb: Backend, setup: () => void): void {
       checkGemm(nb, singleCase(96, 1100, 400, GEMM_TRANS_B | GEMM_ACCUMULATE, 302, { pad: 9, off: 17 }), 'nt acc');
       checkGemm(nb, singleCase(700, 64, 900, GEMM_TRANS_A, 303, { pad: 1 }), 'tn');
       checkGemm(nb, singleCase(130, 300, 1500, GEMM_TRANS_A | GEMM_TRANS_B, 304), 'tt');
+    });
+
+    it('GEMM_STREAM (a hint) changes no bit: weight-gradient shapes, page-aligned C, partial tiles, one and two depth blocks', () => {
+      setup();
+      // C from allocFloat32: page-aligned where an aligner is installed, so streamed stores happen
+      for (const [m, n, k, ldc] of [[1024, 256, 64, 256], [256, 1024, 600, 1024], [1024, 256, 700, 256], [300, 250, 90, 250], [96, 256, 40, 257]]) {
+        const A = randArray(k * m, m + k), B = randArray(k * n, n + k);
+        const C0 = allocFloat32(m * ldc), C1 = allocFloat32(m * ldc);
+        C0.set(randArray(m * ldc, 7));
+        C1.set(C0);
+        for (const [C, flags] of [[C0, GEMM_TRANS_A], [C1, GEMM_TRANS_A | GEMM_STREAM]] as const) {
+          // the same task twice in one call, on disjoint halves of the rows: both threads stream
+          const h = m >> 1;
+          nb.gemm([A, B, C], Int32Array.from([
+            ...task(0, 0, m, 1, 0, n, 2, 0, ldc, h, n, k, flags),
+            ...task(0, h, m, 1, 0, n, 2, h * ldc, ldc, m - h, n, k, flags),
+          ]));
+        }
+        expect(bitsEqual(C0, C1), `[${m}x${n}] k=${k} ldc=${ldc}`).toBe(true);
+        const want = new Float32Array(m * n);
+        ref.gemm([A, B, want], new Int32Array(task(0, 0, m, 1, 0, n, 2, 0, n, m, n, k, GEMM_TRANS_A)));
+        const got = new Float32Array(m * n);
+        for (let i = 0; i < m; i++) got.set(C1.subarray(i * ldc, i * ldc + n), i * n);
+        expectClose(got, want, 1e-5, 1e-3, `[${m}x${n}] k=${k} vs reference`);
+      }
     });
 
     it('k = 0 writes zeros (or leaves C with accumulate); m = 0 / n = 0 tasks are no-ops', () => {
