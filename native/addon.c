@@ -901,6 +901,16 @@ static napi_value js_permute(napi_env env, napi_callback_info info) {
   return undef(env);
 }
 
+/* Every idx[i] a row of a [rows, cols] matrix; else a RangeError naming the first that is not. */
+static int check_row_indices(call_t *c, const int32_t *idx, int64_t n, int64_t rows) {
+  for (int64_t i = 0; i < n; i++)
+    if (idx[i] < 0 || idx[i] >= rows) {
+      throw_range(c, "idx[%lld]=%d is out of range [0, %lld)", (long long)i, idx[i], (long long)rows);
+      return 0;
+    }
+  return 1;
+}
+
 static napi_value js_gather_rows(napi_env env, napi_callback_info info) {
   call_t c;
   float *src, *out;
@@ -914,14 +924,7 @@ static napi_value js_gather_rows(napi_env env, napi_callback_info info) {
   mul_ok(&c, ni, cols, &tot);
   need(&c, "out", no, tot);
   if (c.failed) return NULL;
-  if (cols > 0) {
-    int64_t rows = ns / cols;
-    for (int64_t i = 0; i < ni; i++)
-      if (idx[i] < 0 || idx[i] >= rows) {
-        throw_range(&c, "idx[%lld]=%d is out of range [0, %lld)", (long long)i, idx[i], (long long)rows);
-        return NULL;
-      }
-  }
+  if (cols > 0 && !check_row_indices(&c, idx, ni, ns / cols)) return NULL;
   sy_op_gather_rows(src, idx, ni, cols, out);
   return undef(env);
 }
@@ -955,14 +958,7 @@ static napi_value js_gather_rows_scaled(napi_env env, napi_callback_info info) {
     need(&c, "dot", nd, ni);
     if (c.failed) return NULL;
   }
-  if (cols > 0) {
-    int64_t rows = ng / cols;
-    for (int64_t i = 0; i < ni; i++)
-      if (idx[i] < 0 || idx[i] >= rows) {
-        throw_range(&c, "idx[%lld]=%d is out of range [0, %lld)", (long long)i, idx[i], (long long)rows);
-        return NULL;
-      }
-  }
+  if (cols > 0 && !check_row_indices(&c, idx, ni, ng / cols)) return NULL;
   sy_op_gather_rows_scaled(g, idx, ni, cols, w, out, with_dot ? dw : NULL, with_dot ? dot : NULL);
   return undef(env);
 }
@@ -983,13 +979,7 @@ static napi_value js_scatter_add_rows(napi_env env, napi_callback_info info) {
   if (w) need(&c, "w", nw, ni);
   if (c.failed) return NULL;
   int64_t rows = cols > 0 ? no / cols : 0;
-  if (cols > 0) {
-    for (int64_t i = 0; i < ni; i++)
-      if (idx[i] < 0 || idx[i] >= rows) {
-        throw_range(&c, "idx[%lld]=%d is out of range [0, %lld)", (long long)i, idx[i], (long long)rows);
-        return NULL;
-      }
-  }
+  if (cols > 0 && !check_row_indices(&c, idx, ni, rows)) return NULL;
   sy_op_scatter_add_rows(src, idx, w, ni, cols, out, rows);
   return undef(env);
 }

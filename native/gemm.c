@@ -31,6 +31,8 @@
 #endif
 
 static inline int imin(int a, int b) { return a < b ? a : b; }
+static inline int imax(int a, int b) { return a > b ? a : b; }
+static inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 /* Orders a thread's streamed (non-temporal) stores before whatever it does next, such as telling
  * the pool it is done: other threads and later calls then see C. */
@@ -40,8 +42,6 @@ static inline int imin(int a, int b) { return a < b ? a : b; }
 #else
 #define STORE_FENCE() ((void)0)
 #endif
-static inline int imax(int a, int b) { return a > b ? a : b; }
-static inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 #ifndef SY_GEMM_UNITS_PER_THREAD
 #define SY_GEMM_UNITS_PER_THREAD 2 /* blocks per thread for a big task (dynamic balance) */

@@ -48,6 +48,14 @@ SY_INLINE void tr16x16(__m512 r[16]) {
 
 SY_INLINE __mmask16 mask_n(int n) { return n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1u); }
 
+/* r[t] = column t of the [rows x kl] block at src (row stride ld), rows past `rows` and columns
+ * past kl zero: the transposing packs' 16x16 step. */
+SY_INLINE void load_transposed(const float *src, int64_t ld, int rows, int kl, __m512 r[16]) {
+  __mmask16 lm = mask_n(kl);
+  for (int i = 0; i < 16; i++) r[i] = i < rows ? _mm512_maskz_loadu_ps(lm, src + (int64_t)i * ld) : _mm512_setzero_ps();
+  tr16x16(r);
+}
+
 /*
  * Copying packs (op(A) transposed in memory, op(B) not) go source row by source row: each row's
  * floats are read once, front to back, and dealt to every panel. Walking one panel down all kc
@@ -80,10 +88,7 @@ static void pack_a(int trans, const float *a, int64_t lda, int mc, int kc, float
     __m512 r[16];
     for (int l = 0; l < kc; l += 16) {
       int kl = kc - l < 16 ? kc - l : 16;
-      __mmask16 lm = mask_n(kl);
-      for (int i = 0; i < 16; i++)
-        r[i] = i < mr ? _mm512_maskz_loadu_ps(lm, src + (int64_t)i * lda + l) : _mm512_setzero_ps();
-      tr16x16(r);
+      load_transposed(src + l, lda, mr, kl, r);
       for (int t = 0; t < kl; t++) _mm512_mask_storeu_ps(dst + (l + t) * MR, st, r[t]);
     }
   }
@@ -125,10 +130,7 @@ static void pack_b(int trans, const float *b, int64_t ldb, int kc, int nc, float
       __m512 r[16];
       for (int l = 0; l < kc; l += 16) {
         int kl = kc - l < 16 ? kc - l : 16;
-        __mmask16 lm = mask_n(kl);
-        for (int i = 0; i < 16; i++)
-          r[i] = i < rows ? _mm512_maskz_loadu_ps(lm, src + (int64_t)i * ldb + l) : _mm512_setzero_ps();
-        tr16x16(r);
+        load_transposed(src + l, ldb, rows, kl, r);
         for (int t = 0; t < kl; t++) _mm512_store_ps(dst + (l + t) * NR + h, r[t]);
       }
     }

@@ -435,6 +435,10 @@ typedef struct {
   const int32_t *order;
 } gs_ctx;
 
+/* Rows of `cols` floats per item of a row-wise light op (~CHUNK_LIGHT floats). Such an op runs in
+ * parallel from PAR_MIN_LIGHT floats in all, i.e. from cdiv(PAR_MIN_LIGHT, cols) rows. */
+static int64_t rows_per_chunk(int64_t cols) { return max64(1, CHUNK_LIGHT / cols); }
+
 static void gather_item(void *vc, int64_t item, int tid) {
   (void)tid;
   const gs_ctx *c = (const gs_ctx *)vc;
@@ -445,14 +449,8 @@ static void gather_item(void *vc, int64_t item, int tid) {
 
 void sy_op_gather_rows(const float *src, const int32_t *idx, int64_t nidx, int64_t cols, float *out) {
   if (nidx <= 0 || cols <= 0) return;
-  gs_ctx c = {.src = src, .idx = idx, .out = out, .nidx = nidx, .cols = cols};
-  c.per_item = max64(1, CHUNK_LIGHT / cols);
-  int64_t items = cdiv(nidx, c.per_item);
-  if (nidx * cols < PAR_MIN_LIGHT || items <= 1) {
-    for (int64_t i = 0; i < items; i++) gather_item(&c, i, 0);
-    return;
-  }
-  sy_parallel_for(items, gather_item, &c);
+  gs_ctx c = {.src = src, .idx = idx, .out = out, .nidx = nidx, .cols = cols, .per_item = rows_per_chunk(cols)};
+  run_chunks(nidx, c.per_item, cdiv(PAR_MIN_LIGHT, cols), gather_item, &c);
 }
 
 /* gatherRowsScaled: rows [i0, i1) of out = w ⊙ g[idx] and dot = rowDot(g[idx], dot_with), each
@@ -483,13 +481,8 @@ void sy_op_gather_rows_scaled(const float *g, const int32_t *idx, int64_t nidx, 
     if (dot) memset(dot, 0, sizeof(float) * (size_t)nidx);
     return;
   }
-  c.per_item = max64(1, CHUNK_LIGHT / cols);
-  int64_t items = cdiv(nidx, c.per_item);
-  if (nidx * cols < PAR_MIN_LIGHT || items <= 1) {
-    for (int64_t i = 0; i < items; i++) gather_scaled_item(&c, i, 0);
-    return;
-  }
-  sy_parallel_for(items, gather_scaled_item, &c);
+  c.per_item = rows_per_chunk(cols);
+  run_chunks(nidx, c.per_item, cdiv(PAR_MIN_LIGHT, cols), gather_scaled_item, &c);
 }
 
 /* Column split: item owns columns [c0, c1) of every output row. */

@@ -32,15 +32,7 @@ export function poisonScratch(value: number): void {
 
 /** A buffer of exactly `length` floats with unspecified contents (zeroed only when freshly allocated). */
 export function acquireScratch(length: number): Float32Array {
-  if (enabled && length >= MIN_POOLED_LENGTH) {
-    const list = pool.get(length);
-    const buf = list?.pop();
-    if (buf) {
-      pooledBytes -= buf.byteLength;
-      return buf;
-    }
-  }
-  return allocFloat32(length);
+  return takePooled(length) ?? allocFloat32(length);
 }
 
 /**
@@ -48,14 +40,15 @@ export function acquireScratch(length: number): Float32Array {
  * allocator zeroes it, so a second fill would write every page twice).
  */
 export function acquireZeroed(length: number): Float32Array {
-  if (enabled && length >= MIN_POOLED_LENGTH) {
-    const buf = pool.get(length)?.pop();
-    if (buf) {
-      pooledBytes -= buf.byteLength;
-      return buf.fill(0);
-    }
-  }
-  return allocFloat32(length);
+  return takePooled(length)?.fill(0) ?? allocFloat32(length);
+}
+
+/** A parked buffer of exactly `length` floats, taken out of the pool, if there is one. */
+function takePooled(length: number): Float32Array | undefined {
+  if (!enabled || length < MIN_POOLED_LENGTH) return undefined;
+  const buf = pool.get(length)?.pop();
+  if (buf) pooledBytes -= buf.byteLength;
+  return buf;
 }
 
 /** Return buffers that no live tensor references any more. */
