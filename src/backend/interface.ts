@@ -249,7 +249,7 @@ export interface Backend {
 
   /** Fused gated activation (GLU family, Shazeer 2020): out = act(a) ⊙ b. */
   gatedAct(act: Activation, a: Float32Array, b: Float32Array, out: Float32Array): void;
-  /** Backward of gatedAct: da = dy ⊙ b ⊙ act'(a), db = dy ⊙ act(a) (both overwritten). */
+  /** Backward of gatedAct: da = dy ⊙ b ⊙ act'(a), db = dy ⊙ act(a) (both overwritten; da may alias a, db may alias b). */
   gatedActGrad(act: Activation, a: Float32Array, b: Float32Array, dy: Float32Array, da: Float32Array, db: Float32Array): void;
 
   /**
@@ -263,8 +263,9 @@ export interface Backend {
    * i.e. gemm followed by gatedAct / gatedActGrad on each task's rows, with the same results; a
    * backend may fuse them so the product never leaves cache. Unused buffers (b3 for
    * 'down-grad', o3 for 'up') may be -1. In 'up', c1Buf and c3Buf may both be -1: the products
-   * are then not kept (inference, where no backward reads them) and only O1 is written. Tasks must
-   * not write overlapping regions.
+   * are then not kept (inference, where no backward reads them) and only O1 is written. In
+   * 'down-grad', O1 and O3 may be C1 and C3 themselves (same buffer and offset): the gradients then
+   * overwrite the saved H1, H3 in place. Tasks must not write overlapping regions.
    */
   gemmGated(mode: GatedGemmMode, act: Activation, buffers: readonly Float32Array[], params: Int32Array): void;
 }

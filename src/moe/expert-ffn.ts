@@ -127,9 +127,11 @@ function ffnBackward(tape: FFNTape, x: Float32Array, N: number, d: number, dFF: 
     // doubled that traffic).
     t.add(a, aOff, lda, b, bOff, ldb, wg.data, 0, ldc, rows, cols, m, GEMM_TRANS_A | wg.flags | (wg.flags === 0 ? GEMM_STREAM : 0));
   };
-  // 1) dH1, dH3 (or dH1 alone): through dHidden = dY_e · W2_e and the activation.
-  const dH1 = acquireScratch(N * dFF);
-  const dH3 = h3 ? acquireScratch(N * dFF) : null;
+  // 1) dH1, dH3 (or dH1 alone): through dHidden = dY_e · W2_e and the activation. Gated, they
+  // overwrite H1 and H3 in place: nothing reads those after this, and storing to lines the
+  // epilogue has just read skips the read-for-ownership of 2·N·dFF floats.
+  const dH1 = h3 ? h1 : acquireScratch(N * dFF);
+  const dH3 = h3;
   if (h3 && dH3) {
     // Gated: dHidden is computed block by block and consumed in cache, never stored.
     const down = new GatedGemmTasks('down-grad', act);
@@ -162,7 +164,7 @@ function ffnBackward(tape: FFNTape, x: Float32Array, N: number, d: number, dFF: 
     if (dH3 && weights.w3) weightTask(t2, dH3, r0 * dFF, dFF, x, r0 * d, d, dW3[e], d, dFF, d, m);
   }
   t2.run();
-  releaseScratch(dH1, dH3, h1, h3, hidden);
+  releaseScratch(dH1, h1, h3, hidden);
   const wrap = (list: WeightGrad[], src: readonly Tensor[]): (Tensor | null)[] =>
     src.map((w, e) => {
       const wg = list[e];
