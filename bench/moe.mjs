@@ -1,5 +1,6 @@
 // MoE layer benchmark: Switchyard's MoELayer vs a PyTorch block written like Hugging Face's
-// MixtralSparseMoeBlock, side by side, alternating runs, medians. Not run in CI.
+// MixtralSparseMoeBlock, side by side, alternating runs, medians (of times, and of the ratios of
+// adjacent runs). Not run in CI.
 import { execFileSync } from 'node:child_process';
 import { MoELayer, Tensor, getBackend, noGrad } from '../dist/index.js';
 import { PY, peerEnv } from './peer.mjs';
@@ -80,6 +81,15 @@ function torchPeer(tokens, dModel, dFF, E, k, split) {
   return JSON.parse(out.trim().split('\n').pop());
 }
 
+/**
+ * Median over rounds of t_peer / t_ours, each peer run against the run of ours right next to it.
+ * The host's speed drifts by ±20% over tens of seconds, and both sides of a pair see nearly the
+ * same host: the paired ratios spread far less than either side's times.
+ */
+function pairedRatio(pairs, key) {
+  return median(pairs.map(([peer, me]) => peer[key] / me[key]));
+}
+
 export function benchMoE() {
   const backend = getBackend();
   console.log(`\n== MoE layer (issue 3): backend ${backend.name}, ${backend.threads} threads ==`);
@@ -87,17 +97,26 @@ export function benchMoE() {
     { tokens: 2048, dModel: 256, dFF: 1024, E: 8, k: 2 },
     { tokens: 2048, dModel: 256, dFF: 1024, E: 64, k: 2 },
   ];
-  const runsOf = cases.map(() => ({ ours: [], peers: PEER_SPLITS.map(() => []) }));
+  const runsOf = cases.map(() => ({ ours: [], peers: PEER_SPLITS.map(() => []), pairs: PEER_SPLITS.map(() => []) }));
+  const scaling = []; // [ours at 8 experts, ours at 64] run back to back
   for (let r = 0; r < ROUNDS; r++) {
-    // Alternate ours and the peer within each round, and the cases round by round, so that the
-    // host's drift hits both sides and both expert counts (the 64-vs-8 ratio compares rounds
-    // minutes apart otherwise). Each run builds its own layer and warms up before timing.
-    cases.forEach((c, ci) => {
-      const runs = runsOf[ci];
-      PEER_SPLITS.forEach((split, i) => {
-        runs.peers[i].push(torchPeer(c.tokens, c.dModel, c.dFF, c.E, c.k, split));
-        if (i % 2 === 1) runs.ours.push(ours(c.tokens, c.dModel, c.dFF, c.E, c.k));
-      });
+    // Per peer configuration: peer at 8 experts, ours at 8, ours at 64, peer at 64. Every peer run
+    // is next to one of ours (its pair) and the two expert counts of ours are next to each other,
+    // so the host's drift hits both sides of every ratio alike. Each run builds its own layer and
+    // warms up before timing.
+    PEER_SPLITS.forEach((split, i) => {
+      const [c8, c64] = cases;
+      const p8 = torchPeer(c8.tokens, c8.dModel, c8.dFF, c8.E, c8.k, split);
+      const o8 = ours(c8.tokens, c8.dModel, c8.dFF, c8.E, c8.k);
+      const o64 = ours(c64.tokens, c64.dModel, c64.dFF, c64.E, c64.k);
+      const p64 = torchPeer(c64.tokens, c64.dModel, c64.dFF, c64.E, c64.k, split);
+      runsOf[0].peers[i].push(p8);
+      runsOf[0].ours.push(o8);
+      runsOf[0].pairs[i].push([p8, o8]);
+      runsOf[1].peers[i].push(p64);
+      runsOf[1].ours.push(o64);
+      runsOf[1].pairs[i].push([p64, o64]);
+      scaling.push([o8, o64]);
     });
   }
   const results = [];
@@ -105,13 +124,24 @@ export function benchMoE() {
     const runs = runsOf[ci];
     const med = (list, key) => median(list.map((v) => v[key]));
     const peer = {};
+    const paired = {};
     for (const key of ['forward_s', 'forward_backward_s']) {
+      // The peer's figure: its fastest configuration by median time (lowest of six medians, which
+      // leans its way: the luckiest configuration wins).
       let best = 0;
       PEER_SPLITS.forEach((_, i) => {
         if (med(runs.peers[i], key) < med(runs.peers[best], key)) best = i;
       });
       peer[key] = med(runs.peers[best], key);
       peer[`${key}_threads`] = splitName(PEER_SPLITS[best]);
+      // Paired: per configuration the median of its paired ratios; the configuration with the
+      // lowest (the one that does best against us) is the peer's.
+      let bestPaired = 0;
+      PEER_SPLITS.forEach((_, i) => {
+        if (pairedRatio(runs.pairs[i], key) < pairedRatio(runs.pairs[bestPaired], key)) bestPaired = i;
+      });
+      paired[key] = pairedRatio(runs.pairs[bestPaired], key);
+      paired[`${key}_threads`] = splitName(PEER_SPLITS[bestPaired]);
     }
     const me = { forward_s: med(runs.ours, 'forward_s'), forward_backward_s: med(runs.ours, 'forward_backward_s') };
     // This host's speed drifts from minute to minute: show each side's spread over its runs too.
@@ -120,21 +150,29 @@ export function benchMoE() {
       return `${Math.round(Math.min(...v)).toLocaleString('en-US')}-${Math.round(Math.max(...v)).toLocaleString('en-US')}`;
     };
     const bestRuns = (key) => runs.peers[PEER_SPLITS.findIndex((sp) => peer[`${key}_threads`] === splitName(sp))];
-    const row = { ...c, ours: me, torch: peer, peerName: runs.peers[0][0].peer };
+    const row = { ...c, ours: me, torch: peer, paired, peerName: runs.peers[0][0].peer };
     results.push(row);
     const tps = (s) => Math.round(c.tokens / s).toLocaleString('en-US');
     console.log(`tokens=${c.tokens} dModel=${c.dModel} dFF=${c.dFF} experts=${c.E} top-${c.k} gated SiLU`);
     for (const key of ['forward_s', 'forward_backward_s']) {
+      const name = key === 'forward_s' ? 'forward         ' : 'forward+backward';
       console.log(
-        `  ${key === 'forward_s' ? 'forward         ' : 'forward+backward'}  switchyard ${tps(me[key])} tok/s  ` +
-          `torch (${peer[`${key}_threads`]}) ${tps(peer[key])} tok/s  ratio ${(peer[key] / me[key]).toFixed(2)}x` +
+        `  ${name}  switchyard ${tps(me[key])} tok/s  ` +
+          `torch (${peer[`${key}_threads`]}) ${tps(peer[key])} tok/s  ratio of medians ${(peer[key] / me[key]).toFixed(2)}x` +
           `  [runs: switchyard ${spread(runs.ours, key)}, torch ${spread(bestRuns(key), key)} tok/s]`,
+      );
+      const all = PEER_SPLITS.map((_, i) => pairedRatio(runs.pairs[i], key).toFixed(2)).join(' ');
+      console.log(
+        `  ${name}  paired ratio ${paired[key].toFixed(2)}x (torch ${paired[`${key}_threads`]}; ` +
+          `median over ${ROUNDS} rounds of adjacent runs; per configuration: ${all})`,
       );
     }
   }
   const [e8, e64] = results;
+  const pairedScaling = median(scaling.map(([a, b]) => b.forward_backward_s / a.forward_backward_s));
   console.log(
-    `  64 vs 8 experts, same k: switchyard fwd+bwd time x${(e64.ours.forward_backward_s / e8.ours.forward_backward_s).toFixed(2)}, ` +
+    `  64 vs 8 experts, same k: switchyard fwd+bwd time x${(e64.ours.forward_backward_s / e8.ours.forward_backward_s).toFixed(2)} ` +
+      `(paired: x${pairedScaling.toFixed(2)}, median of ${scaling.length} back-to-back runs), ` +
       `torch x${(e64.torch.forward_backward_s / e8.torch.forward_backward_s).toFixed(2)}`,
   );
   return results;
