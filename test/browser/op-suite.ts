@@ -510,8 +510,8 @@ export function gemmGatedTests(nb: Backend, setup: () => void): void {
             const label = `${mode} ${act} rows=${sh.rows} k=${sh.k} n=${sh.n}`;
             const outs = mode === 'up' ? [1, 2, 3] : [3, 4];
             for (const i of outs) {
-              // Native and wasm promise the very operations of the definition (the AVX-512 up-projection's
-              // activation fused into the micro-kernel included): bit-identical on the same backend.
+              // Native and wasm run the very operations of the definition (the products' depth blocks, then
+              // the same element-wise kernel): bit-identical on the same backend.
               if (nb.name === 'webgpu') expectClose(got[i], same[i], 1e-6, 1e-6, `${label}: buffer ${i} vs ${nb.name} gemm + gated`);
               else expect(bitsEqual(got[i], same[i]), `${label}: buffer ${i} bit-identical to ${nb.name} gemm + gated`).toBe(true);
               expectClose(got[i], want[i], 1e-4, 1e-4, `${label}: buffer ${i} vs reference`);
