@@ -132,7 +132,7 @@ function ffnBackward(tape: FFNTape, x: Float32Array, N: number, d: number, dFF: 
   // epilogue has just read skips the read-for-ownership of 2·N·dFF floats.
   const dH1 = h3 ? h1 : acquireScratch(N * dFF);
   const dH3 = h3;
-  if (h3 && dH3) {
+  if (dH3) {
     // Gated: dHidden is computed block by block and consumed in cache, never stored.
     const down = new GatedGemmTasks('down-grad', act);
     forEachBlock(offsets, (e, r0, m) => {
@@ -164,7 +164,7 @@ function ffnBackward(tape: FFNTape, x: Float32Array, N: number, d: number, dFF: 
     if (dH3 && weights.w3) weightTask(t2, dH3, r0 * dFF, dFF, x, r0 * d, d, dW3[e], d, dFF, d, m);
   }
   t2.run();
-  releaseScratch(dH1, h1, h3, hidden);
+  releaseScratch(h1, h3, hidden, dH1 === h1 ? null : dH1);
   const wrap = (list: WeightGrad[], src: readonly Tensor[]): (Tensor | null)[] =>
     src.map((w, e) => {
       const wg = list[e];
