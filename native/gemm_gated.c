@@ -55,8 +55,9 @@ static void gated_rows(const sy_gemm_isa *isa, const sy_gated_task *t, int mode,
   const int whole = !keep && t->k > KB;
   for (int jc = 0; jc < t->n; jc += NC) {
     int ncb = imin(NC, t->n - jc);
-    /* down-grad: G for this unit's rows and column block, accumulated over depth blocks */
-    float *g = up ? NULL : sy_scratch(3, (size_t)rows * (size_t)ncb + 64);
+    /* down-grad: G for the column block, accumulated over depth blocks: for all the unit's rows
+     * when there are several, else one MC-row block reused, so it stays in L2 */
+    float *g = up ? NULL : sy_scratch(3, (size_t)(t->k > KB ? rows : imin(MC, rows)) * (size_t)ncb + 64);
     size_t part = (size_t)(whole ? rows : MR) * (size_t)ncb;
     float *s1 = keep ? NULL : sy_scratch(3, 2 * part + 64), *s3 = keep ? NULL : s1 + part;
     for (int p0 = 0; p0 < t->k; p0 += KB) {
@@ -106,7 +107,7 @@ static void gated_rows(const sy_gemm_isa *isa, const sy_gated_task *t, int mode,
             }
           }
         } else {
-          float *gb = g + (int64_t)(ib - i0) * ncb;
+          float *gb = t->k > KB ? g + (int64_t)(ib - i0) * ncb : g;
           sy_gemm_block(isa, ap, bp1, mcb, ncb, kcb, gb, ncb, p0 > 0);
           if (last) {
             for (int r = 0; r < mcb; r++) {
