@@ -217,8 +217,6 @@ static napi_value undef(napi_env env) {
 /* gemm                                                                                      */
 /* ---------------------------------------------------------------------------------------- */
 
-#define GEMM_PARAMS 13
-
 /* Resolve an array of typed arrays: ok[i] = 1 with its data and length for a Float32Array. */
 static void buffer_table(napi_env env, napi_value arr, uint32_t nbuf, float **bufs, int64_t *lens, signed char *ok) {
   for (uint32_t i = 0; i < nbuf; i++) {
@@ -315,7 +313,7 @@ static napi_value js_gemm(napi_env env, napi_callback_info info) {
   uint32_t nbuf = 0;
   int32_t *params;
   int64_t ntasks;
-  if (!task_list_args(&c, 0, GEMM_PARAMS, 1 << 24, &nbuf, &params, &ntasks)) return NULL;
+  if (!task_list_args(&c, 0, SY_GEMM_PARAMS, 1 << 24, &nbuf, &params, &ntasks)) return NULL;
   if (ntasks == 0) return undef(env);
 
   buffer_set set;
@@ -331,7 +329,7 @@ static napi_value js_gemm(napi_env env, napi_callback_info info) {
   const int64_t *lens = set.lens;
   const signed char *okf = set.ok;
   for (int64_t t = 0; t < ntasks; t++) {
-    const int32_t *p = params + t * GEMM_PARAMS;
+    const int32_t *p = params + t * SY_GEMM_PARAMS;
     int32_t ab = p[0], ao = p[1], lda = p[2], bb = p[3], bo = p[4], ldb = p[5], cb = p[6], co = p[7], ldc = p[8];
     int32_t m = p[9], n = p[10], k = p[11], flags = p[12];
     const char *which[3] = {"aBuf", "bBuf", "cBuf"};
@@ -354,7 +352,7 @@ static napi_value js_gemm(napi_env env, napi_callback_info info) {
       throw_range(&c, "task %lld: negative offset or leading dimension", (long long)t);
       goto done;
     }
-    int ta = (flags & 1) != 0, tb = (flags & 2) != 0, acc = (flags & 4) != 0;
+    int ta = (flags & SY_GEMM_TRANS_A) != 0, tb = (flags & SY_GEMM_TRANS_B) != 0;
     if (m > 0 && n > 0) {
       if (m > 1 && ldc < n) {
         throw_range(&c, "task %lld: ldc=%d < n=%d would make C rows overlap", (long long)t, ldc, n);
@@ -383,21 +381,7 @@ static napi_value js_gemm(napi_env env, napi_callback_info info) {
         }
       }
     }
-    sy_gemm_task *T = &tasks[t];
-    T->a = bufs[ab] + ao;
-    T->b = bufs[bb] + bo;
-    T->c = bufs[cb] + co;
-    T->lda = lda;
-    T->ldb = ldb;
-    T->ldc = ldc;
-    T->m = m;
-    T->n = n;
-    T->k = k;
-    T->trans_a = ta;
-    T->trans_b = tb;
-    T->accumulate = acc;
-    T->chain = t > 0 && (flags & 8) != 0;
-    T->stream = (flags & 16) != 0;
+    sy_gemm_task_decode(p, t, bufs, &tasks[t]);
   }
   sy_gemm_run(tasks, (int)ntasks);
 done:

@@ -49,6 +49,31 @@ typedef struct sy_gemm_task {
   int stream; /* C is not read again soon: its stores may bypass the cache (GEMM_STREAM) */
 } sy_gemm_task;
 
+/* A gemm task as the Backend interface passes it: SY_GEMM_PARAMS int32 per task, in the order
+ * aBuf, aOff, lda, bBuf, bOff, ldb, cBuf, cOff, ldc, m, n, k, flags (src/backend/interface.ts). */
+#define SY_GEMM_PARAMS 13
+enum { SY_GEMM_TRANS_A = 1, SY_GEMM_TRANS_B = 2, SY_GEMM_ACCUMULATE = 4, SY_GEMM_CHAIN = 8, SY_GEMM_STREAM = 16 };
+
+/* Task t of a list from its already validated params p and the buffers' base pointers. The
+ * Node addon and the wasm module both decode with this, so the flags mean the same in both. */
+SY_INLINE void sy_gemm_task_decode(const int32_t *p, int64_t t, float *const *bufs, sy_gemm_task *out) {
+  int32_t flags = p[12];
+  out->a = bufs[p[0]] + p[1];
+  out->lda = p[2];
+  out->b = bufs[p[3]] + p[4];
+  out->ldb = p[5];
+  out->c = bufs[p[6]] + p[7];
+  out->ldc = p[8];
+  out->m = p[9];
+  out->n = p[10];
+  out->k = p[11];
+  out->trans_a = (flags & SY_GEMM_TRANS_A) != 0;
+  out->trans_b = (flags & SY_GEMM_TRANS_B) != 0;
+  out->accumulate = (flags & SY_GEMM_ACCUMULATE) != 0;
+  out->chain = t > 0 && (flags & SY_GEMM_CHAIN) != 0; /* the first task has nothing to follow */
+  out->stream = (flags & SY_GEMM_STREAM) != 0;
+}
+
 /* Per-ISA GEMM building blocks. Packed layouts:
  *   A block [mc x kc] -> ceil(mc/mr) panels, panel p holds rows p*mr.. as Ap[p*mr*kc + l*mr + i]
  *                        (rows past mc are zero).

@@ -17,28 +17,14 @@ EXPORT(sy_wasm_threads) int32_t sy_wasm_threads(void) { return sy_threads(); }
 EXPORT(sy_wasm_set_threads) int32_t sy_wasm_set_threads(int32_t n) { return sy_set_threads(n); }
 EXPORT(sy_wasm_default_threads) int32_t sy_wasm_default_threads(void) { return sy_default_threads(); }
 
-/* params: ntasks x 13 int32 as in the Backend interface; bufs: the buffers' base addresses. */
+/* params: ntasks x SY_GEMM_PARAMS int32 as in the Backend interface; bufs: the buffers' base addresses. */
 EXPORT(sy_wasm_gemm) void sy_wasm_gemm(const int32_t *params, int32_t ntasks, float *const *bufs) {
   sy_gemm_task stack[64];
   sy_gemm_task *tasks = ntasks <= 64 ? stack : (sy_gemm_task *)malloc(sizeof(sy_gemm_task) * (size_t)ntasks);
   if (!tasks) abort();
   for (int32_t t = 0; t < ntasks; t++) {
-    const int32_t *p = params + (int64_t)t * 13;
-    sy_gemm_task *k = &tasks[t];
-    k->a = bufs[p[0]] + p[1];
-    k->lda = p[2];
-    k->b = bufs[p[3]] + p[4];
-    k->ldb = p[5];
-    k->c = bufs[p[6]] + p[7];
-    k->ldc = p[8];
-    k->m = p[9];
-    k->n = p[10];
-    k->k = p[11];
-    k->trans_a = (p[12] & 1) != 0;
-    k->trans_b = (p[12] & 2) != 0;
-    k->accumulate = (p[12] & 4) != 0;
-    k->chain = t > 0 && (p[12] & 8) != 0;
-    k->stream = 0; /* no cache-bypassing stores in wasm */
+    sy_gemm_task_decode(params + (int64_t)t * SY_GEMM_PARAMS, t, bufs, &tasks[t]);
+    tasks[t].stream = 0; /* no cache-bypassing stores in wasm */
   }
   sy_gemm_run(tasks, ntasks);
   if (tasks != stack) free(tasks);
