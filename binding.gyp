@@ -37,7 +37,7 @@
         {
           'target_name': 'switchyard_native',
           'sources': [
-            'native/addon.c', 'native/pool.c', 'native/gemm.c', 'native/gemm_gated.c', 'native/ops.c', 'native/lora.c',
+            'native/addon.c', 'native/pool.c', 'native/gemm.c', 'native/gemm_gated.c', 'native/schedule.c', 'native/ops.c', 'native/lora.c',
             'native/gemm_scalar.c', 'native/ew_scalar.c'
           ],
           'dependencies': ['switchyard_avx512', 'switchyard_avx2'],
@@ -50,7 +50,7 @@
         {
           'target_name': 'switchyard_native',
           'sources': [
-            'native/addon.c', 'native/pool.c', 'native/gemm.c', 'native/gemm_gated.c', 'native/ops.c', 'native/lora.c',
+            'native/addon.c', 'native/pool.c', 'native/gemm.c', 'native/gemm_gated.c', 'native/schedule.c', 'native/ops.c', 'native/lora.c',
             'native/gemm_scalar.c', 'native/ew_scalar.c'
           ],
           'libraries': ['-lm', '-pthread']

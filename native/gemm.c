@@ -12,9 +12,8 @@
  *     column-block units, each packing its own A rows and B columns (see task_parallel);
  *   - the remaining tasks (the MoE grouped case) are claimed whole by threads, largest first,
  *     each thread packing into its own thread-local buffers; the T smallest are cut into two row
- *     halves first, so that the last items claimed are short. (Threads waiting for each other at
- *     the ends of an 8-expert layer training step's parallel calls: 5.7-10 ms in all before this
- *     split and the same one in gemm_gated.c, 2.8-4.9 ms after.)
+ *     halves first, so that the last items claimed are short (schedule.c, shared with
+ *     gemm_gated.c).
  * A chain (a task and the tasks flagged `chain` right after it) is scheduled as one item and runs
  * in list order, so its later tasks may accumulate into what the earlier ones wrote.
  */
@@ -177,23 +176,19 @@ static void task_parallel(const sy_gemm_isa *isa, const sy_gemm_task *t, int T) 
 /* Task list                                                                                 */
 /* ---------------------------------------------------------------------------------------- */
 
-typedef struct {
-  double flops;
-  int idx;    /* first task of the item */
-  int len;    /* tasks in the item: a chain runs in list order on one thread */
-  int lo, hi; /* its tasks' C rows [lo, hi), or hi < 0: whole tasks */
-} task_rank;
+/* An item is an sy_work_unit: a task and the tasks chained after it (idx, len), over rows
+ * [lo, hi) of each, or whole (hi < 0). A chain runs in list order on one thread. */
 
 typedef struct {
   const sy_gemm_isa *isa;
   const sy_gemm_task *tasks;
-  const task_rank *order;
+  const sy_work_unit *order;
 } group_ctx;
 
 static void group_item(void *vctx, int64_t item, int tid) {
   (void)tid;
   const group_ctx *g = (const group_ctx *)vctx;
-  const task_rank *r = &g->order[item];
+  const sy_work_unit *r = &g->order[item];
   for (int i = r->idx; i < r->idx + r->len; i++) {
     if (r->hi < 0) task_serial(g->isa, &g->tasks[i]);
     else region_serial(g->isa, &g->tasks[i], r->lo, r->hi, 0, g->tasks[i].n);
@@ -202,25 +197,18 @@ static void group_item(void *vctx, int64_t item, int tid) {
 }
 
 /* An item's rows can be split when its tasks all have rows, columns and depth and share m. */
-static int item_splittable(const sy_gemm_task *tasks, const task_rank *r, int MR) {
-  const sy_gemm_task *t0 = &tasks[r->idx];
-  if (t0->m < 2 * MR) return 0;
+static int item_rows(const void *ctx, const sy_work_unit *r, int *lo, int *hi) {
+  const sy_gemm_task *tasks = (const sy_gemm_task *)ctx, *t0 = &tasks[r->idx];
   for (int i = r->idx; i < r->idx + r->len; i++)
     if (tasks[i].m != t0->m || tasks[i].n <= 0 || tasks[i].k <= 0) return 0;
+  *lo = 0;
+  *hi = t0->m;
   return 1;
 }
 
 static double task_flops(const sy_gemm_task *t) {
   if (t->m <= 0 || t->n <= 0 || t->k <= 0) return 0.0;
   return 2.0 * (double)t->m * (double)t->n * (double)t->k;
-}
-
-static int cmp_rank(const void *x, const void *y) {
-  const task_rank *a = (const task_rank *)x, *b = (const task_rank *)y;
-  if (a->flops > b->flops) return -1;
-  if (a->flops < b->flops) return 1;
-  if (a->idx != b->idx) return a->idx - b->idx;
-  return a->lo - b->lo;
 }
 
 /* Tasks [i, i + len) form one item: task i and the chained tasks right after it. */
@@ -241,9 +229,9 @@ void sy_gemm_run(const sy_gemm_task *tasks, int ntasks) {
     STORE_FENCE();
     return;
   }
-  task_rank stack_order[256];
-  size_t cap = (size_t)ntasks + (size_t)T; /* the tail split below adds at most T items */
-  task_rank *order = cap <= 256 ? stack_order : (task_rank *)malloc(sizeof(task_rank) * cap);
+  sy_work_unit stack_order[256];
+  size_t cap = (size_t)ntasks + (size_t)T; /* the tail split adds at most T items */
+  sy_work_unit *order = cap <= 256 ? stack_order : (sy_work_unit *)malloc(sizeof(sy_work_unit) * cap);
   if (!order) abort();
   int nsmall = 0;
   double big_cut = total / (2.0 * T);
@@ -260,31 +248,13 @@ void sy_gemm_run(const sy_gemm_task *tasks, int ntasks) {
     } else if (f == 0.0) {
       for (int j = i; j < i + len; j++) task_serial(isa, &tasks[j]); /* k = 0: zeros or nothing */
     } else {
-      order[nsmall] = (task_rank){f, i, len, 0, -1};
+      order[nsmall] = (sy_work_unit){f, i, len, 0, -1};
       nsmall++;
     }
     i += len;
   }
   if (nsmall > 0) {
-    qsort(order, (size_t)nsmall, sizeof(task_rank), cmp_rank);
-    if (nsmall > T) {
-      /* The last items claimed decide how long one thread waits for the others: halve the rows of
-       * the T smallest (each half packs its own B blocks, a few percent of the item's work). */
-      const int MR = isa->mr;
-      int added = 0;
-      for (int u = nsmall - T; u < nsmall; u++) {
-        task_rank *x = &order[u];
-        if (!item_splittable(tasks, x, MR)) continue;
-        int m = tasks[x->idx].m, mid = ((m + MR - 1) / MR / 2) * MR;
-        order[nsmall + added] = (task_rank){x->flops * (m - mid) / m, x->idx, x->len, mid, m};
-        x->flops = x->flops * mid / m;
-        x->lo = 0;
-        x->hi = mid;
-        added++;
-      }
-      nsmall += added;
-      qsort(order, (size_t)nsmall, sizeof(task_rank), cmp_rank);
-    }
+    nsmall = sy_schedule_units(order, nsmall, T, isa->mr, item_rows, tasks);
     group_ctx g = {isa, tasks, order};
     sy_parallel_for(nsmall, group_item, &g);
   }

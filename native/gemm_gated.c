@@ -16,9 +16,9 @@
  *
  * Scheduling: a unit is a task's row range; tasks are claimed whole, largest first, except that a
  * task holding more than 1/(2T) of the work is cut into 2T panel-aligned row ranges (each packs
- * its own B blocks), and the T smallest units are halved: the last units claimed decide how long
- * one thread waits for the others (the gated up-projection call alone: 4% faster at 8 experts,
- * paired A/B).
+ * its own B blocks), and the T smallest units are halved (schedule.c, shared with gemm.c): the
+ * last units claimed decide how long one thread waits for the others (the gated up-projection
+ * call alone: 4% faster at 8 experts, paired A/B).
  */
 #include "sy.h"
 
@@ -121,32 +121,26 @@ static void gated_rows(const sy_gemm_isa *isa, const sy_gated_task *t, int mode,
   }
 }
 
-/* A unit: rows [lo, hi) of one task, ranked by its work. */
-typedef struct {
-  double flops;
-  int task, lo, hi;
-} gated_unit_rank;
-
+/* Units are sy_work_units: rows [lo, hi) of task idx (len 1), claimed largest first. */
 typedef struct {
   const sy_gemm_isa *isa;
   const sy_gated_task *tasks;
   int mode, act;
-  const gated_unit_rank *units; /* largest first */
+  const sy_work_unit *units; /* largest first */
 } gated_ctx;
 
 static void gated_unit(void *vctx, int64_t item, int tid) {
   (void)tid;
   const gated_ctx *c = (const gated_ctx *)vctx;
-  const gated_unit_rank *u = &c->units[item];
-  gated_rows(c->isa, &c->tasks[u->task], c->mode, c->act, u->lo, u->hi);
+  const sy_work_unit *u = &c->units[item];
+  gated_rows(c->isa, &c->tasks[u->idx], c->mode, c->act, u->lo, u->hi);
 }
 
-static int cmp_unit(const void *x, const void *y) {
-  const gated_unit_rank *a = (const gated_unit_rank *)x, *b = (const gated_unit_rank *)y;
-  if (a->flops > b->flops) return -1;
-  if (a->flops < b->flops) return 1;
-  if (a->task != b->task) return a->task - b->task;
-  return a->lo - b->lo;
+static int unit_rows(const void *ctx, const sy_work_unit *u, int *lo, int *hi) {
+  (void)ctx;
+  *lo = u->lo;
+  *hi = u->hi;
+  return 1;
 }
 
 void sy_gemm_gated_run(int mode, int act, const sy_gated_task *tasks, int ntasks) {
@@ -175,7 +169,7 @@ void sy_gemm_gated_run(int mode, int act, const sy_gated_task *tasks, int ntasks
     }
   }
   if (total == 0.0) return;
-  gated_unit_rank *units = (gated_unit_rank *)malloc(sizeof(gated_unit_rank) * ((size_t)ntasks * (size_t)(2 * T) + (size_t)T));
+  sy_work_unit *units = (sy_work_unit *)malloc(sizeof(sy_work_unit) * ((size_t)ntasks * (size_t)(2 * T) + (size_t)T));
   if (!units) abort();
   int nunits = 0;
   double big_cut = total / (2.0 * T);
@@ -187,27 +181,10 @@ void sy_gemm_gated_run(int mode, int act, const sy_gated_task *tasks, int ntasks
     for (int p = 0; p < parts; p++) {
       int lo = (int)((int64_t)panels * p / parts) * MR, hi = imin(t->m, (int)((int64_t)panels * (p + 1) / parts) * MR);
       if (lo >= hi) continue;
-      units[nunits++] = (gated_unit_rank){2.0 * (hi - lo) * t->n * t->k, i, lo, hi};
+      units[nunits++] = (sy_work_unit){2.0 * (hi - lo) * t->n * t->k, i, 1, lo, hi};
     }
   }
-  qsort(units, (size_t)nunits, sizeof(gated_unit_rank), cmp_unit);
-  if (T > 1 && nunits > T) {
-    /* halve the T smallest units (each half packs its own B: a few percent of a unit's work) */
-    int first = nunits - T, added = 0;
-    for (int u = first; u < nunits; u++) {
-      gated_unit_rank *x = &units[u];
-      int panels = (x->hi - x->lo + MR - 1) / MR;
-      if (panels < 2) continue;
-      const sy_gated_task *t = &tasks[x->task];
-      int mid = imin(x->hi, x->lo + (panels / 2) * MR);
-      units[nunits + added] = (gated_unit_rank){2.0 * (x->hi - mid) * t->n * t->k, x->task, mid, x->hi};
-      x->hi = mid;
-      x->flops = 2.0 * (mid - x->lo) * t->n * t->k;
-      added++;
-    }
-    nunits += added;
-    qsort(units, (size_t)nunits, sizeof(gated_unit_rank), cmp_unit);
-  }
+  nunits = sy_schedule_units(units, nunits, T, MR, unit_rows, NULL);
   gated_ctx c = {isa, tasks, mode, act, units};
   sy_parallel_for(nunits, gated_unit, &c); /* inline when the pool has one thread */
   free(units);

@@ -130,6 +130,19 @@ typedef struct sy_gated_task {
 } sy_gated_task;
 void sy_gemm_gated_run(int mode, int act, const sy_gated_task *tasks, int ntasks);
 
+/* A unit of a grouped call's schedule (schedule.c): tasks [idx, idx + len) of the call's list
+ * over their C rows [lo, hi), or over whole tasks when hi < 0; flops ranks it. */
+typedef struct sy_work_unit {
+  double flops;
+  int idx, len;
+  int lo, hi;
+} sy_work_unit;
+/* The row range [*lo, *hi) of unit u, or 0 when it must not be cut (ctx: the caller's). */
+typedef int (*sy_unit_rows_fn)(const void *ctx, const sy_work_unit *u, int *lo, int *hi);
+/* Sort units (room for n + threads) largest first, then halve the rows of the `threads` smallest
+ * at an mr-row panel boundary where `rows` allows; returns the new count. */
+int sy_schedule_units(sy_work_unit *units, int n, int threads, int mr, sy_unit_rows_fn rows, const void *ctx);
+
 /* ------------------------------------------------------------------------------------------ */
 /* Element-wise / row-wise kernels (one table per ISA, see ew_impl.h)                           */
 /* ------------------------------------------------------------------------------------------ */

@@ -37,6 +37,7 @@ const sources = [
   'native/wasm/pool_wasm.c',
   'native/wasm/rt.c',
   'native/gemm.c',
+  'native/schedule.c',
   'native/ops.c',
   'native/ew_scalar.c',
   'native/wasm/gemm_simd128.c',
