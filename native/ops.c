@@ -15,6 +15,7 @@
 #define CHUNK_HEAVY 8192  /* transcendental ops */
 #define CHUNK_POW 1024    /* scalar libm pow */
 #define ROW_WORK 16384    /* elements per row-block item */
+#define ROW_WORK_EXP 4096 /* the same for rows with an exp per element (softmax, logsumexp) */
 #define PAR_MIN_LIGHT 65536
 #define PAR_MIN_HEAVY 16384
 
@@ -250,9 +251,10 @@ static void row_item(void *vc, int64_t item, int tid) {
 static void run_rows(row_ctx *c) {
   if (c->rows <= 0) return;
   int64_t cols = c->cols > 0 ? c->cols : 1;
-  c->rows_per_item = max64(1, ROW_WORK / cols);
+  const int64_t work = c->kind == R_SOFTMAX || c->kind == R_LSE ? ROW_WORK_EXP : ROW_WORK;
+  c->rows_per_item = max64(1, work / cols);
   int64_t items = cdiv(c->rows, c->rows_per_item);
-  if (c->rows * cols < 2 * ROW_WORK || items <= 1) {
+  if (c->rows * cols < 2 * work || items <= 1) {
     for (int64_t i = 0; i < items; i++) row_item(c, i, 0);
     return;
   }
