@@ -895,6 +895,34 @@ static int check_row_indices(call_t *c, const int32_t *idx, int64_t n, int64_t r
   return 1;
 }
 
+/* topKRows(x, rows, cols, k, values, indices) */
+static napi_value js_topk_rows(napi_env env, napi_callback_info info) {
+  call_t c;
+  float *x, *vals;
+  int32_t *inds;
+  int64_t nx, nv, ni, rows, cols, k, tot, ktot;
+  if (!begin(&c, env, info, "topKRows", 6)) return NULL;
+  arg_f32(&c, 0, "x", 0, &x, &nx);
+  arg_count(&c, 1, "rows", &rows);
+  arg_count(&c, 2, "cols", &cols);
+  arg_count(&c, 3, "k", &k);
+  arg_f32(&c, 4, "values", 0, &vals, &nv);
+  arg_i32(&c, 5, "indices", &inds, &ni);
+  if (c.failed) return NULL;
+  if (k > cols) {
+    throw_range(&c, "k=%lld is more than cols=%lld", (long long)k, (long long)cols);
+    return NULL;
+  }
+  mul_ok(&c, rows, cols, &tot);
+  mul_ok(&c, rows, k, &ktot);
+  need(&c, "x", nx, tot);
+  need(&c, "values", nv, ktot);
+  need(&c, "indices", ni, ktot);
+  if (c.failed) return NULL;
+  sy_op_topk_rows(x, rows, cols, k, vals, inds);
+  return undef(env);
+}
+
 static napi_value js_gather_rows(napi_env env, napi_callback_info info) {
   call_t c;
   float *src, *out;
@@ -1247,6 +1275,7 @@ NAPI_MODULE_INIT() {
       {"gatherRows", js_gather_rows},
       {"scatterAddRows", js_scatter_add_rows},
       {"rowDot", js_row_dot},
+      {"topKRows", js_topk_rows},
       {"gatherRowsScaled", js_gather_rows_scaled},
       {"loraMixture", js_lora_mixture},
       {"rotary", js_rotary},

@@ -293,6 +293,59 @@ void sy_op_row_dot(const float *a, const float *b, int64_t rows, int64_t cols, f
   run_rows(&c);
 }
 
+/* Top-k per row (a router's expert choice): insertion into the row's sorted k best, found by
+ * binary search. `beats` is a strict order with NaN above every number and ties to the earlier
+ * column, so along the sorted buffer it is false, then true: the binary search is exact. Most
+ * entries lose to the k-th best in one comparison. */
+typedef struct {
+  const float *x;
+  float *values;
+  int32_t *indices;
+  int64_t rows, cols, k, rows_per_item;
+} topk_ctx;
+
+static inline int topk_beats(float v, float u) { return v > u || (v != v && u == u); }
+
+static void topk_item(void *vc, int64_t item, int tid) {
+  (void)tid;
+  const topk_ctx *c = (const topk_ctx *)vc;
+  const int64_t r0 = item * c->rows_per_item, r1 = min64(c->rows, r0 + c->rows_per_item), k = c->k;
+  for (int64_t r = r0; r < r1; r++) {
+    const float *x = c->x + r * c->cols;
+    float *val = c->values + r * k;
+    int32_t *ind = c->indices + r * k;
+    int64_t filled = 0;
+    for (int64_t j = 0; j < c->cols; j++) {
+      const float v = x[j];
+      if (filled == k && !topk_beats(v, val[k - 1])) continue;
+      int64_t lo = 0, hi = filled; /* first position whose entry v beats */
+      while (lo < hi) {
+        int64_t mid = (lo + hi) >> 1;
+        if (topk_beats(v, val[mid])) hi = mid;
+        else lo = mid + 1;
+      }
+      int64_t last = filled < k ? filled++ : k - 1; /* a full buffer drops its k-th */
+      for (int64_t q = last; q > lo; q--) {
+        val[q] = val[q - 1];
+        ind[q] = ind[q - 1];
+      }
+      val[lo] = v;
+      ind[lo] = (int32_t)j;
+    }
+  }
+}
+
+void sy_op_topk_rows(const float *x, int64_t rows, int64_t cols, int64_t k, float *values, int32_t *indices) {
+  if (rows <= 0 || k <= 0) return;
+  topk_ctx c = {x, values, indices, rows, cols, k, max64(1, ROW_WORK_EXP / max64(1, cols))};
+  int64_t items = cdiv(rows, c.rows_per_item);
+  if (rows * cols < 2 * ROW_WORK_EXP || items <= 1) {
+    for (int64_t i = 0; i < items; i++) topk_item(&c, i, 0);
+    return;
+  }
+  sy_parallel_for(items, topk_item, &c);
+}
+
 /* Rotary embedding: blocks of ROT_ROWS rows per item. Each output pair is computed in double from
  * exact float products and rounded once, as ReferenceBackend.rotary does, so results match it bit
  * for bit whatever the ISA or thread count. */

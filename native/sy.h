@@ -271,6 +271,9 @@ void sy_op_gather_rows_scaled(const float *g, const int32_t *idx, int64_t nidx, 
 void sy_op_scatter_add_rows(const float *src, const int32_t *idx, const float *w, int64_t nidx, int64_t cols,
                             float *out, int64_t out_rows);
 void sy_op_row_dot(const float *a, const float *b, int64_t rows, int64_t cols, float *out);
+/* Per row of x [rows, cols]: the k <= cols largest entries, descending, and their columns; ties
+ * to the lower column, NaN above every number (torch.topk's order). */
+void sy_op_topk_rows(const float *x, int64_t rows, int64_t cols, int64_t k, float *values, int32_t *indices);
 /* Rotary embedding of rows of D floats ("rotate half"): row r at position start + (r / heads) % seq,
  * with cos/sin tables [positions, D/2]; inverse rotates by -angle. In double, rounded once per
  * output (bit-identical to the reference). out may alias x. */

@@ -205,6 +205,13 @@ export interface Backend {
   ): void;
 
   /**
+   * Per row r of x [rows, cols]: its k largest entries in descending order into values[r·k ..],
+   * their columns into indices[r·k ..] (0 ≤ k ≤ cols). Ties go to the lower column and NaN ranks
+   * above every number, the order of torch.topk: a top-k router's choice (Shazeer et al. 2017).
+   */
+  topKRows(x: Float32Array, rows: number, cols: number, k: number, values: Float32Array, indices: Int32Array): void;
+
+  /**
    * A mixture of LoRA experts at one Linear for a few rows (decoding), router fused in. dims =
    * [rows, d, out, n, k, mode, r_0 .. r_{n-1}]. Per row x_t of x [rows, d]: logits l = R x_t
    * (R = router [n, d], written to logits [rows, n] when non-null); picks experts[t, 0..k) and

@@ -41,6 +41,7 @@ interface NativeAddon {
   gatherRowsScaled(g: Float32Array, idx: Int32Array, cols: number, w: Float32Array, out: Float32Array, dotWith: Float32Array | null, dot: Float32Array | null): void;
   /** Optional: absent from addons built before these kernels (the reference is used then). */
   sumSquares?(x: Float32Array): number;
+  topKRows?(x: Float32Array, rows: number, cols: number, k: number, values: Float32Array, indices: Int32Array): void;
   loraMixture?(
     x: Float32Array, router: Float32Array | null, A: Float32Array, B: Float32Array, scales: Float32Array,
     dims: Int32Array, experts: Int32Array, gates: Float32Array, logits: Float32Array | null, y: Float32Array,
@@ -311,6 +312,11 @@ export class NativeBackend extends ReferenceBackend {
   ): void {
     if (this.#a.rotary === undefined) return super.rotary(x, out, cos, sin, rows, seqLen, heads, dim, startPos, inverse);
     this.#a.rotary(x, out, cos, sin, rows, seqLen, heads, dim, startPos, inverse);
+  }
+
+  override topKRows(x: Float32Array, rows: number, cols: number, k: number, values: Float32Array, indices: Int32Array): void {
+    if (this.#a.topKRows === undefined) return super.topKRows(x, rows, cols, k, values, indices);
+    this.#a.topKRows(x, rows, cols, k, values, indices);
   }
 
   override sumSquares(x: Float32Array): number {

@@ -130,6 +130,12 @@ function binaryScalar(op: BinaryOp, a: number, b: number): number {
  * The pure-TypeScript backend: simple loops, double-precision accumulation where it is free.
  * It is the oracle the native backend is tested against and the fallback when the addon is absent.
  */
+/** Whether v ranks ahead of u in a descending top-k: strictly greater (so equal values keep the
+ * earlier column ahead), and NaN above every number (torch.topk). */
+function beats(v: number, u: number): boolean {
+  return v > u || (v !== v && u === u);
+}
+
 export class ReferenceBackend implements Backend {
   get name(): string {
     return 'reference';
@@ -450,6 +456,38 @@ export class ReferenceBackend implements Backend {
     for (let i = 0; i < n; i++) {
       const wi = w[i];
       for (let c = i * cols, e = c + cols; c < e; c++) out[c] *= wi; // f32·f32 is exact in f64: one rounding
+    }
+  }
+
+  topKRows(x: Float32Array, rows: number, cols: number, k: number, values: Float32Array, indices: Int32Array): void {
+    if (!Number.isInteger(k) || k < 0 || k > cols) throw new RangeError(`k=${k} must be an integer in [0, ${cols}]`);
+    need('x', x.length, rows * cols);
+    need('values', values.length, rows * k);
+    need('indices', indices.length, rows * k);
+    const order = new Int32Array(k);
+    for (let r = 0; r < rows; r++) {
+      const base = r * cols;
+      // Insertion into the sorted k best so far: O(cols·k), for the small k of routers. `worst`
+      // is the k-th value so far: most entries lose to it in one comparison.
+      let filled = 0;
+      let worst = 0;
+      for (let c = 0; c < cols; c++) {
+        const v = x[base + c];
+        let j: number;
+        if (filled < k) j = filled++;
+        else if (k > 0 && beats(v, worst)) j = k - 1;
+        else continue;
+        while (j > 0 && beats(v, x[base + order[j - 1]])) {
+          order[j] = order[j - 1];
+          j--;
+        }
+        order[j] = c;
+        if (filled === k) worst = x[base + order[k - 1]];
+      }
+      for (let j = 0; j < k; j++) {
+        indices[r * k + j] = order[j];
+        values[r * k + j] = x[base + order[j]];
+      }
     }
   }
 

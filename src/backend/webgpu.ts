@@ -268,6 +268,10 @@ export class WebGpuBackend implements Backend {
     this.fallback.gatherRowsScaled(g, idx, cols, w, out, dotWith, dot);
   }
 
+  topKRows(x: Float32Array, rows: number, cols: number, k: number, values: Float32Array, indices: Int32Array): void {
+    this.fallback.topKRows(x, rows, cols, k, values, indices);
+  }
+
   loraMixture(
     x: Float32Array, router: Float32Array | null, A: Float32Array, B: Float32Array, scales: Float32Array,
     dims: Int32Array, experts: Int32Array, gates: Float32Array, logits: Float32Array | null, y: Float32Array,

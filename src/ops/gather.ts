@@ -80,15 +80,10 @@ export function scatterAddRows(src: Tensor, idx: IndexLike, numRows: number, wei
 /** Alias of scatterAddRows (torch.index_add_ into zeros). */
 export const indexAdd = scatterAddRows;
 
-/** Whether v goes ahead of u in a descending top-k: strictly greater (so among equal values the
- * earlier, lower index stays ahead), and NaN counts as largest (torch). */
-function beats(v: number, u: number): boolean {
-  return v > u || (v !== v && u === u);
-}
-
 /**
- * The k largest entries along the last axis, sorted descending; ties go to the lower index.
- * values is differentiable (gradient scattered back to the picked positions); indices is int32.
+ * The k largest entries along the last axis, sorted descending; ties go to the lower index and NaN
+ * ranks above every number (torch.topk). values is differentiable (gradient scattered back to the
+ * picked positions); indices is int32.
  */
 export function topK(x: Tensor, k: number): { values: Tensor; indices: Tensor } {
   const xd = requireFloat(x, 'topK.x');
@@ -98,32 +93,7 @@ export function topK(x: Tensor, k: number): { values: Tensor; indices: Tensor } 
   const rows = cols === 0 ? 0 : x.size / cols;
   const vals = new Float32Array(rows * k);
   const inds = new Int32Array(rows * k);
-  const order = new Int32Array(k);
-  for (let r = 0; r < rows; r++) {
-    const base = r * cols;
-    // Insertion into a sorted buffer of size k: O(cols·k), best for the small k of routers. No
-    // closures in here: one per element was most of a 64-expert router's time, and its garbage.
-    // `worst` is the k-th value so far: most entries lose to it in one comparison.
-    let filled = 0;
-    let worst = 0;
-    for (let c = 0; c < cols; c++) {
-      const v = xd[base + c];
-      let j: number;
-      if (filled < k) j = filled++;
-      else if (k > 0 && beats(v, worst)) j = k - 1;
-      else continue;
-      while (j > 0 && beats(v, xd[base + order[j - 1]])) {
-        order[j] = order[j - 1];
-        j--;
-      }
-      order[j] = c;
-      if (filled === k) worst = xd[base + order[k - 1]];
-    }
-    for (let j = 0; j < k; j++) {
-      inds[r * k + j] = order[j];
-      vals[r * k + j] = xd[base + order[j]];
-    }
-  }
+  be().topKRows(xd, rows, cols, k, vals, inds);
   const outShape = [...x.shape.slice(0, -1), k];
   const indices = new Tensor(inds, outShape);
   const values = record('topK', [x], new Tensor(vals, outShape), (g) => {

@@ -1066,6 +1066,39 @@ export function rowwiseTests(nb: Backend, setup: () => void): void {
 
 export function indexingTests(nb: Backend, setup: () => void): void {
   describe('indexing', () => {
+    it('topKRows: per row the k largest, descending, ties to the lower column, NaN first (against a full sort)', () => {
+      setup();
+      let seed = 1700;
+      // [2048, 8] and [300, 64]: routers' shapes, split across threads
+      for (const [rows, cols] of [[1, 1], [5, 7], [2048, 8], [300, 64], [3, 100], [0, 4]]) {
+        const x = randArray(rows * cols, seed++, -2, 2).map((v) => Math.round(v * 4) / 4); // many ties
+        if (x.length > 20) {
+          x[5] = NaN;
+          x[6] = NaN;
+          x[17] = -Infinity;
+          x[18] = Infinity;
+          x[19] = -0;
+        }
+        for (const k of new Set([0, 1, 2, 4, cols].filter((v) => v <= cols))) {
+          const vals = new Float32Array(rows * k), inds = new Int32Array(rows * k);
+          nb.topKRows(x, rows, cols, k, vals, inds);
+          for (let r = 0; r < rows; r++) {
+            const at = (c: number) => x[r * cols + c];
+            const order = Array.from({ length: cols }, (_, c) => c).sort((a, b) => {
+              const u = at(a), v = at(b);
+              if (Number.isNaN(u) !== Number.isNaN(v)) return Number.isNaN(u) ? -1 : 1;
+              if (!Number.isNaN(u) && u !== v) return v > u ? 1 : -1;
+              return a - b;
+            }).slice(0, k);
+            expect(Array.from(inds.subarray(r * k, r * k + k)), `row ${r} of [${rows}, ${cols}], k=${k}`).toEqual(order);
+            expect(Array.from(vals.subarray(r * k, r * k + k))).toEqual(order.map(at));
+          }
+        }
+      }
+      expect(() => nb.topKRows(new Float32Array(3), 1, 3, 4, new Float32Array(4), new Int32Array(4))).toThrow(/k=4/);
+      expect(() => nb.topKRows(new Float32Array(6), 2, 3, 2, new Float32Array(3), new Int32Array(4))).toThrow(/values/);
+    });
+
     it('gatherRows', () => {
       setup();
       for (const [rows, cols, nidx] of [[5, 1, 7], [33, 7, 100], [1000, 257, 3000], [4, 0, 3], [4, 3, 0]]) {
