@@ -552,7 +552,6 @@ static double row_var_sum(const float *x, double mu, int64_t n) {
   return s;
 }
 
-/* Σ exp(x - mx), writing e = exp(x - mx) to out. */
 /* exp(x[i + j] - mx) for the last t < LANES elements of a row as one padded lane block, added to
  * the lane sums: vectorised like the full blocks, where a scalar loop over the tail made rows
  * narrower than LANES (an 8-expert router's softmax and logsumexp) cost ~5x more per element. */
@@ -563,6 +562,7 @@ SY_INLINE void tail_exp_sum(const float *x, float mx, int64_t t, double *acc, fl
   LANE_LOOP acc[j] += j < t ? (double)e[j] : 0.0;
 }
 
+/* Σ exp(x - mx), writing e = exp(x - mx) to out. */
 static double row_exp_sum(const float *x, float mx, float *out, int64_t n) {
   double acc[LANES];
   for (int j = 0; j < LANES; j++) acc[j] = 0.0;

@@ -126,16 +126,16 @@ function binaryScalar(op: BinaryOp, a: number, b: number): number {
   }
 }
 
-/**
- * The pure-TypeScript backend: simple loops, double-precision accumulation where it is free.
- * It is the oracle the native backend is tested against and the fallback when the addon is absent.
- */
 /** Whether v ranks ahead of u in a descending top-k: strictly greater (so equal values keep the
  * earlier column ahead), and NaN above every number (torch.topk). */
 function beats(v: number, u: number): boolean {
   return v > u || (v !== v && u === u);
 }
 
+/**
+ * The pure-TypeScript backend: simple loops, double-precision accumulation where it is free.
+ * It is the oracle the native backend is tested against and the fallback when the addon is absent.
+ */
 export class ReferenceBackend implements Backend {
   get name(): string {
     return 'reference';
