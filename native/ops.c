@@ -253,12 +253,7 @@ static void run_rows(row_ctx *c) {
   int64_t cols = c->cols > 0 ? c->cols : 1;
   const int64_t work = c->kind == R_SOFTMAX || c->kind == R_LSE ? ROW_WORK_EXP : ROW_WORK;
   c->rows_per_item = max64(1, work / cols);
-  int64_t items = cdiv(c->rows, c->rows_per_item);
-  if (c->rows * cols < 2 * work || items <= 1) {
-    for (int64_t i = 0; i < items; i++) row_item(c, i, 0);
-    return;
-  }
-  sy_parallel_for(items, row_item, c);
+  run_chunks(c->rows, c->rows_per_item, cdiv(2 * work, cols), row_item, c);
 }
 
 void sy_op_softmax(const float *x, int64_t rows, int64_t cols, int log, float *out) {
@@ -337,13 +332,9 @@ static void topk_item(void *vc, int64_t item, int tid) {
 
 void sy_op_topk_rows(const float *x, int64_t rows, int64_t cols, int64_t k, float *values, int32_t *indices) {
   if (rows <= 0 || k <= 0) return;
-  topk_ctx c = {x, values, indices, rows, cols, k, max64(1, ROW_WORK_EXP / max64(1, cols))};
-  int64_t items = cdiv(rows, c.rows_per_item);
-  if (rows * cols < 2 * ROW_WORK_EXP || items <= 1) {
-    for (int64_t i = 0; i < items; i++) topk_item(&c, i, 0);
-    return;
-  }
-  sy_parallel_for(items, topk_item, &c);
+  const int64_t w = max64(1, cols);
+  topk_ctx c = {x, values, indices, rows, cols, k, max64(1, ROW_WORK_EXP / w)};
+  run_chunks(rows, c.rows_per_item, cdiv(2 * ROW_WORK_EXP, w), topk_item, &c);
 }
 
 /* Rotary embedding: blocks of ROT_ROWS rows per item. Each output pair is computed in double from
