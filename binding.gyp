@@ -6,7 +6,8 @@
     'cflags': [
       '-O3', '-std=c11', '-fPIC', '-pthread',
       '-ffp-contract=fast', '-fno-math-errno', '-fno-trapping-math',
-      '-Wall', '-Wextra', '-Wno-unused-parameter', '-Wno-unused-function'
+      '-Wall', '-Wextra', '-Wno-unused-parameter', '-Wno-unused-function',
+      '-Werror=implicit-function-declaration'
     ],
     'cflags!': ['-O2', '-fno-strict-aliasing'],
     'xcode_settings': {

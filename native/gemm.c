@@ -16,6 +16,8 @@
  *     gemm_gated.c).
  * A chain (a task and the tasks flagged `chain` right after it) is scheduled as one item and runs
  * in list order, so its later tasks may accumulate into what the earlier ones wrote.
+ * In the grouped case, each block's micro-kernels prefetch the B source of the block the thread
+ * packs next (see region_serial).
  */
 #include "sy.h"
 
@@ -69,30 +71,38 @@ static void zero_c(const sy_gemm_task *t) {
  * (panel of column j0 first; j0 - jbase is a multiple of nr).
  */
 void sy_gemm_block(const sy_gemm_isa *isa, const float *ap, const float *bp, int mcb, int ncb, int kcb, float *c,
-                   int64_t ldc, int acc) {
+                   int64_t ldc, int acc, sy_prefetch *pf) {
   const int MR = isa->mr, NR = isa->nr;
   for (int jr = 0; jr < ncb; jr += NR) {
     const float *bpj = bp + (int64_t)jr * kcb;
     int nr = imin(NR, ncb - jr);
     for (int ir = 0; ir < mcb; ir += MR) {
-      isa->micro(kcb, ap + (int64_t)ir * kcb, bpj, c + (int64_t)ir * ldc + jr, ldc, imin(MR, mcb - ir), nr, acc);
+      isa->micro(kcb, ap + (int64_t)ir * kcb, bpj, c + (int64_t)ir * ldc + jr, ldc, imin(MR, mcb - ir), nr, acc,
+               pf);
     }
   }
 }
 
 static void macro_block(const sy_gemm_isa *isa, const sy_gemm_task *t, int i0, int i1, int j0, int j1,
-                        int p0, int kcb, const float *bp, int acc) {
+                        int p0, int kcb, const float *bp, int acc, sy_prefetch *pf) {
   const int MR = isa->mr, MC = isa->mc;
   float *ap = sy_scratch(0, (size_t)(MC + MR) * (size_t)SY_KC_MAX(isa) + 64);
   for (int ib = i0; ib < i1; ib += MC) {
     int mcb = imin(MC, i1 - ib);
     isa->pack_a(t->trans_a, a_at(t, ib, p0), t->lda, mcb, kcb, ap);
-    sy_gemm_block(isa, ap, bp, mcb, j1 - j0, kcb, t->c + (int64_t)ib * t->ldc + j0, t->ldc, acc);
+    sy_gemm_block(isa, ap, bp, mcb, j1 - j0, kcb, t->c + (int64_t)ib * t->ldc + j0, t->ldc, acc, pf);
   }
 }
 
-/* C rows [i0, i1) x cols [j0, j1) of a task (k > 0) on the calling thread, thread-local packing. */
-static void region_serial(const sy_gemm_isa *isa, const sy_gemm_task *t, int i0, int i1, int j0, int j1) {
+typedef struct group_ctx group_ctx;
+static sy_prefetch next_item_b(const group_ctx *g, const sy_work_unit *r, int i);
+
+/* C rows [i0, i1) x cols [j0, j1) of a task (k > 0) on the calling thread, thread-local packing.
+ * In a grouped call (g: the schedule, r: the running unit, i: the task's index in it), each
+ * block's compute also fetches the B source of the block packed next, so that packing reads
+ * cache instead of memory: a grouped call's weights are cold (64 experts' are 192 MB). */
+static void region_serial(const sy_gemm_isa *isa, const sy_gemm_task *t, int i0, int i1, int j0, int j1,
+                          const group_ctx *g, const sy_work_unit *r, int i) {
   const int KB = sy_depth_block(isa, t->k), NR = isa->nr;
   const int NC = (SY_GEMM_NC / NR) * NR;
   for (int jc = j0; jc < j1; jc += NC) {
@@ -101,9 +111,19 @@ static void region_serial(const sy_gemm_isa *isa, const sy_gemm_task *t, int i0,
       int kcb = imin(KB, t->k - p0);
       float *bp = sy_scratch(1, (size_t)SY_KC_MAX(isa) * (size_t)(NC + NR) + 64);
       isa->pack_b(t->trans_b, b_at(t, p0, jc), t->ldb, kcb, ncb, bp);
+      sy_prefetch pf = {0};
+      if (g) {
+        int nj = jc, np = p0 + kcb;
+        if (np >= t->k) {
+          np = 0;
+          nj = jc + NC;
+        }
+        if (nj < j1) pf = sy_prefetch_b(t->b, t->ldb, t->trans_b, np, imin(KB, t->k - np), nj, imin(NC, j1 - nj));
+        else pf = next_item_b(g, r, i);
+      }
       /* streamed stores only when C is written once: no accumulation, one depth block */
       int acc = t->accumulate || p0 > 0 ? 1 : (t->stream && kcb == t->k ? 2 : 0);
-      macro_block(isa, t, i0, i1, jc, jc + ncb, p0, kcb, bp, acc);
+      macro_block(isa, t, i0, i1, jc, jc + ncb, p0, kcb, bp, acc, &pf);
     }
   }
 }
@@ -115,7 +135,7 @@ static void task_serial(const sy_gemm_isa *isa, const sy_gemm_task *t) {
     if (!t->accumulate) zero_c(t);
     return;
   }
-  region_serial(isa, t, 0, t->m, 0, t->n);
+  region_serial(isa, t, 0, t->m, 0, t->n, NULL, NULL, 0);
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -137,7 +157,7 @@ static void priv_unit(void *vctx, int64_t item, int tid) {
   split_range(c->np, c->S, s, &qlo, &qhi);
   int i0 = plo * c->isa->mr, i1 = imin(c->t->m, phi * c->isa->mr);
   int j0 = qlo * c->isa->nr, j1 = imin(c->t->n, qhi * c->isa->nr);
-  if (i0 < i1 && j0 < j1) region_serial(c->isa, c->t, i0, i1, j0, j1);
+  if (i0 < i1 && j0 < j1) region_serial(c->isa, c->t, i0, i1, j0, j1, NULL, NULL, 0);
   STORE_FENCE();
 }
 
@@ -179,19 +199,37 @@ static void task_parallel(const sy_gemm_isa *isa, const sy_gemm_task *t, int T) 
 /* An item is an sy_work_unit: a task and the tasks chained after it (idx, len), over rows
  * [lo, hi) of each, or whole (hi < 0). A chain runs in list order on one thread. */
 
-typedef struct {
+struct group_ctx {
   const sy_gemm_isa *isa;
   const sy_gemm_task *tasks;
   const sy_work_unit *order;
-} group_ctx;
+};
+
+/* The first B block of the task this thread runs after task i of unit r: the next task of r's
+ * chain, else the first task of the unit it claims next (nothing when none is left). */
+static sy_prefetch next_item_b(const group_ctx *g, const sy_work_unit *r, int i) {
+  sy_prefetch pf = {0};
+  const sy_gemm_task *t;
+  if (i + 1 < r->idx + r->len) {
+    t = &g->tasks[i + 1];
+  } else {
+    int64_t next = sy_parallel_claim_ahead();
+    if (next < 0) return pf;
+    t = &g->tasks[g->order[next].idx];
+  }
+  if (t->m <= 0 || t->n <= 0 || t->k <= 0) return pf;
+  const int NC = (SY_GEMM_NC / g->isa->nr) * g->isa->nr;
+  return sy_prefetch_b(t->b, t->ldb, t->trans_b, 0, imin(sy_depth_block(g->isa, t->k), t->k), 0, imin(NC, t->n));
+}
 
 static void group_item(void *vctx, int64_t item, int tid) {
   (void)tid;
   const group_ctx *g = (const group_ctx *)vctx;
   const sy_work_unit *r = &g->order[item];
   for (int i = r->idx; i < r->idx + r->len; i++) {
-    if (r->hi < 0) task_serial(g->isa, &g->tasks[i]);
-    else region_serial(g->isa, &g->tasks[i], r->lo, r->hi, 0, g->tasks[i].n);
+    const sy_gemm_task *t = &g->tasks[i];
+    if (t->m <= 0 || t->n <= 0 || t->k <= 0) task_serial(g->isa, t);
+    else region_serial(g->isa, t, r->hi < 0 ? 0 : r->lo, r->hi < 0 ? t->m : r->hi, 0, t->n, g, r, i);
   }
   STORE_FENCE();
 }

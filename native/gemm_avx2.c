@@ -126,16 +126,23 @@ static void pack_b(int trans, const float *b, int64_t ldb, int kc, int nc, float
 #define DECL_ROW(i) __m256 c##i##0 = _mm256_setzero_ps(), c##i##1 = _mm256_setzero_ps();
 #define SAVE_ROW(i) _mm256_storeu_ps(tmp[i], c##i##0); _mm256_storeu_ps(tmp[i] + 8, c##i##1);
 
+/* k steps per line of the prefetch stream (a 6-row step is ~6 cycles) */
+#define PF_EVERY 4
+
 static void micro(int64_t kc, const float *SY_RESTRICT ap, const float *SY_RESTRICT bp, float *c,
-                  int64_t ldc, int mr, int nr, int acc) {
+                  int64_t ldc, int mr, int nr, int acc, sy_prefetch *pf) {
+  sy_prefetch q = {0};
+  if (pf) q = *pf;
   ALL_ROWS(DECL_ROW)
   for (int i = 0; i < mr; i++) _mm_prefetch((const char *)(c + i * ldc), _MM_HINT_T0);
   for (int64_t l = 0; l < kc; l++) {
+    if (l % PF_EVERY == 0) sy_prefetch_step(&q);
     __m256 b0 = _mm256_load_ps(bp), b1 = _mm256_load_ps(bp + 8);
     ALL_ROWS(FMA_ROW)
     ap += MR;
     bp += NR;
   }
+  if (pf) *pf = q;
   if (mr == MR && nr == NR) {
 #define STORE_FULL(i)                                                    \
     {                                                                    \

@@ -144,8 +144,14 @@ static void pack_b(int trans, const float *b, int64_t ldb, int kc, int nc, float
  * (zero-initialised accumulator, FMAs in increasing k, then one add into C) is the same in every
  * variant, so results do not depend on which variant computed a tile.
  */
+/* k steps per line of the prefetch stream: a 14-row step is ~14 cycles, a line from memory
+ * takes ~20 cycles of one core's share of bandwidth */
+#define PF_EVERY 2
 SY_INLINE void micro_gen(const int R, const int NV, int64_t kc, const float *SY_RESTRICT ap,
-                         const float *SY_RESTRICT bp, float *c, int64_t ldc, int mr, int nr, int acc) {
+                         const float *SY_RESTRICT bp, float *c, int64_t ldc, int mr, int nr, int acc,
+                         sy_prefetch *pf) {
+  sy_prefetch q = {0};
+  if (pf) q = *pf;
   __m512 cr[MR][2];
 #pragma GCC unroll 14
   for (int i = 0; i < R; i++) {
@@ -158,6 +164,7 @@ SY_INLINE void micro_gen(const int R, const int NV, int64_t kc, const float *SY_
       if (NV > 1) _mm_prefetch((const char *)(c + i * ldc + 16), _MM_HINT_T0);
     }
   for (int64_t l = 0; l < kc; l++) {
+    if (l % PF_EVERY == 0) sy_prefetch_step(&q);
     _mm_prefetch((const char *)(bp + 8 * NR), _MM_HINT_T0);
     if (NV > 1) _mm_prefetch((const char *)(bp + 8 * NR + 16), _MM_HINT_T0);
     __m512 b0 = _mm512_load_ps(bp);
@@ -171,6 +178,7 @@ SY_INLINE void micro_gen(const int R, const int NV, int64_t kc, const float *SY_
     ap += MR;
     bp += NR;
   }
+  if (pf) *pf = q;
   if (acc == 2 && NV > 1 && nr == NR && !((uintptr_t)c & 63) && !(ldc & 15)) {
     /* whole, aligned 128-byte row segments: non-temporal stores write them without reading the
      * lines first */
@@ -216,20 +224,21 @@ SY_INLINE void micro_gen(const int R, const int NV, int64_t kc, const float *SY_
 
 #define DEF_MICRO(R, NV)                                                                                   \
   static void micro_##R##_##NV(int64_t kc, const float *ap, const float *bp, float *c, int64_t ldc, int mr, \
-                               int nr, int acc) {                                                          \
-    micro_gen(R, NV, kc, ap, bp, c, ldc, mr, nr, acc);                                                     \
+                               int nr, int acc, sy_prefetch *pf) {                                         \
+    micro_gen(R, NV, kc, ap, bp, c, ldc, mr, nr, acc, pf);                                                 \
   }
 DEF_MICRO(14, 2) DEF_MICRO(12, 2) DEF_MICRO(10, 2) DEF_MICRO(8, 2) DEF_MICRO(6, 2) DEF_MICRO(4, 2) DEF_MICRO(2, 2)
 DEF_MICRO(14, 1) DEF_MICRO(12, 1) DEF_MICRO(10, 1) DEF_MICRO(8, 1) DEF_MICRO(6, 1) DEF_MICRO(4, 1) DEF_MICRO(2, 1)
 
-typedef void (*micro_fn)(int64_t, const float *, const float *, float *, int64_t, int, int, int);
+typedef void (*micro_fn)(int64_t, const float *, const float *, float *, int64_t, int, int, int, sy_prefetch *);
 static const micro_fn micro_table[2][8] = {
     {micro_2_1, micro_2_1, micro_4_1, micro_6_1, micro_8_1, micro_10_1, micro_12_1, micro_14_1},
     {micro_2_2, micro_2_2, micro_4_2, micro_6_2, micro_8_2, micro_10_2, micro_12_2, micro_14_2},
 };
 
-static void micro(int64_t kc, const float *ap, const float *bp, float *c, int64_t ldc, int mr, int nr, int acc) {
-  micro_table[nr > 16][(mr + 1) >> 1](kc, ap, bp, c, ldc, mr, nr, acc);
+static void micro(int64_t kc, const float *ap, const float *bp, float *c, int64_t ldc, int mr, int nr, int acc,
+                  sy_prefetch *pf) {
+  micro_table[nr > 16][(mr + 1) >> 1](kc, ap, bp, c, ldc, mr, nr, acc, pf);
 }
 
 const sy_gemm_isa sy_gemm_isa_avx512 = {

@@ -8,6 +8,8 @@
  */
 #define _GNU_SOURCE
 #include "sy.h"
+#define SY_CLAIM_TLS _Thread_local
+#include "claim.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -77,7 +79,7 @@ typedef struct {
   sy_task_fn fn;
   void *ctx;
   int64_t nitems;
-  _Atomic int64_t next;
+  int64_t next; /* the next unclaimed item (__atomic builtins, claim.h) */
   _Atomic int pending; /* workers still inside the current job */
   atomic_flag busy;
 #if !SY_USE_FUTEX
@@ -114,14 +116,8 @@ static void wake_all(void) {
 }
 
 static void run_items(int tid) {
-  sy_task_fn fn = P.fn;
-  void *ctx = P.ctx;
-  int64_t n = P.nitems;
-  for (;;) {
-    int64_t it = atomic_fetch_add_explicit(&P.next, 1, memory_order_relaxed);
-    if (it >= n) break;
-    fn(ctx, it, tid);
-  }
+  sy_claim_state c = {&P.next, 0, P.nitems, -1, P.nthreads};
+  sy_claim_run(&c, P.fn, P.ctx, tid);
 }
 
 static void *worker_main(void *arg) {
@@ -239,13 +235,14 @@ void sy_parallel_for(int64_t nitems, sy_task_fn fn, void *ctx) {
   if (nitems == 1 || P.nthreads <= 1 ||
       atomic_flag_test_and_set_explicit(&P.busy, memory_order_acquire)) {
     /* Inline: tiny job, single thread, or the pool is in use (nested call or another JS thread). */
-    for (int64_t i = 0; i < nitems; i++) fn(ctx, i, 0);
+    sy_claim_state c = {NULL, 0, nitems, -1, 1};
+    sy_claim_run(&c, fn, ctx, 0);
     return;
   }
   P.fn = fn;
   P.ctx = ctx;
   P.nitems = nitems;
-  atomic_store_explicit(&P.next, 0, memory_order_relaxed);
+  __atomic_store_n(&P.next, 0, __ATOMIC_RELAXED);
   atomic_store_explicit(&P.pending, P.nthreads - 1, memory_order_relaxed);
   atomic_fetch_add(&P.gen, 1); /* seq_cst: publishes the job, ordered before the sleepers read */
   if (atomic_load(&P.sleepers) > 0) wake_all();

@@ -79,6 +79,7 @@ SY_INLINE void sy_gemm_task_decode(const int32_t *p, int64_t t, float *const *bu
  *                        (rows past mc are zero).
  *   B block [kc x nc] -> ceil(nc/nr) panels, panel q holds cols q*nr.. as Bp[q*nr*kc + l*nr + j]
  *                        (cols past nc are zero). */
+struct sy_prefetch;
 typedef struct sy_gemm_isa {
   const char *name;
   int mr, nr;   /* register tile */
@@ -87,10 +88,49 @@ typedef struct sy_gemm_isa {
   void (*pack_a)(int trans, const float *a, int64_t lda, int mc, int kc, float *ap);
   void (*pack_b)(int trans, const float *b, int64_t ldb, int kc, int nc, float *bp);
   /* C[mr_eff x nr_eff] (+)= Ap-panel · Bp-panel over kc: acc=1 adds, acc=0 overwrites, acc=2
-   * overwrites with stores that may bypass the cache (the caller fences before C is shared). */
+   * overwrites with stores that may bypass the cache (the caller fences before C is shared).
+   * pf (may be NULL): a stream of lines to prefetch meanwhile, advanced in place (ISAs whose
+   * kernels do not prefetch leave it as it is). */
   void (*micro)(int64_t kc, const float *ap, const float *bp, float *c, int64_t ldc, int mr_eff,
-                int nr_eff, int acc);
+                int nr_eff, int acc, struct sy_prefetch *pf);
 } sy_gemm_isa;
+
+/*
+ * Cache lines to fetch while micro-kernels compute: `rows` row segments of `bytes` bytes each,
+ * `stride` bytes apart; p is the next line of the segment [row, row + bytes) (rows == 0: done).
+ * The grouped GEMMs point one at the B source of the block they pack next, so that packing reads
+ * cache, not memory: their weights are cold (a 64-expert layer's are 192 MB) and a pack otherwise
+ * waits on memory while no FMA runs.
+ */
+typedef struct sy_prefetch {
+  const char *p, *row;
+  int64_t stride, bytes;
+  int rows;
+} sy_prefetch;
+
+/* The source of op(B)'s block [p0, p0 + kcb) x [j0, j0 + ncb), as pack_b reads it. */
+static inline sy_prefetch sy_prefetch_b(const float *b, int64_t ldb, int trans_b, int64_t p0, int kcb, int64_t j0,
+                                        int ncb) {
+  sy_prefetch pf;
+  pf.row = (const char *)(trans_b ? b + j0 * ldb + p0 : b + p0 * ldb + j0);
+  pf.bytes = (int64_t)(trans_b ? kcb : ncb) * (int64_t)sizeof(float);
+  pf.rows = trans_b ? ncb : kcb;
+  pf.stride = ldb * (int64_t)sizeof(float);
+  pf.p = (const char *)((uintptr_t)pf.row & ~(uintptr_t)63);
+  return pf;
+}
+
+/* Fetch the stream's next line into L2 (prefetcht1 on x86: L2 holds a packed block and the next
+ * block's source, L1 does not), then step. Inlined into micro-kernel loops, on a local copy. */
+static inline __attribute__((always_inline)) void sy_prefetch_step(sy_prefetch *pf) {
+  if (pf->rows <= 0) return;
+  __builtin_prefetch(pf->p, 0, 2);
+  pf->p += 64;
+  if (pf->p >= pf->row + pf->bytes && --pf->rows > 0) {
+    pf->row += pf->stride;
+    pf->p = (const char *)((uintptr_t)pf->row & ~(uintptr_t)63);
+  }
+}
 
 /* Depth block of a task of depth k: the whole depth up to 5/4 of the ISA's kc (a short second
  * block would cost a full extra pass over C: the MoE weight gradients have depth = rows routed to
@@ -113,7 +153,7 @@ void sy_gemm_run(const sy_gemm_task *tasks, int ntasks);
 /* C[mcb x ncb] (+)= packed A block · packed B block (depth kcb) through the micro-kernel, panel by
  * panel (acc as for `micro`): the inner loops of every GEMM driver. */
 void sy_gemm_block(const sy_gemm_isa *isa, const float *ap, const float *bp, int mcb, int ncb, int kcb, float *c,
-                   int64_t ldc, int acc);
+                   int64_t ldc, int acc, sy_prefetch *pf);
 
 /* Grouped GEMM with a gated epilogue (gemm_gated.c), one task per expert block, A row-major:
  *   SY_GATED_UP:        c1 = A·op(b1), c3 = A·op(b3) (stored; both NULL: not kept), o1 = act(c1) ⊙ c3
@@ -232,6 +272,10 @@ int sy_force_isa(const char *name);
  * makes each item's result independent of which thread runs it. */
 typedef void (*sy_task_fn)(void *ctx, int64_t item, int tid);
 void sy_parallel_for(int64_t nitems, sy_task_fn fn, void *ctx);
+/* From inside an item: claims the item this thread will run after the current one and returns
+ * it (the same one on every call during the item), or -1 when none is left. Lets an item fetch
+ * its successor's data while it computes. */
+int64_t sy_parallel_claim_ahead(void);
 int sy_threads(void);          /* configured thread count (>= 1) */
 int sy_set_threads(int n);     /* n <= 0 restores the startup count; returns the new count */
 int sy_default_threads(void);  /* online CPUs (capped by the affinity mask) */

@@ -45,7 +45,8 @@ static void pack_b(int trans, const float *b, int64_t ldb, int kc, int nc, float
   } while (0)
 
 static void micro(int64_t kc, const float *SY_RESTRICT ap, const float *SY_RESTRICT bp, float *c, int64_t ldc,
-                  int mr, int nr, int acc) {
+                  int mr, int nr, int acc, sy_prefetch *pf) {
+  (void)pf; /* wasm has no prefetch instruction */
   v128_t z = wasm_f32x4_splat(0.0f);
   v128_t c00 = z, c01 = z, c02 = z, c03 = z, c10 = z, c11 = z, c12 = z, c13 = z;
   v128_t c20 = z, c21 = z, c22 = z, c23 = z, c30 = z, c31 = z, c32 = z, c33 = z;

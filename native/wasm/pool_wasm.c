@@ -45,6 +45,9 @@ int sy_force_isa(const char *name) {
 #else
 #define SY_TLS /* one thread: wasm-ld rejects TLS without the atomics feature */
 #endif
+#define SY_CLAIM_TLS SY_TLS
+#include "../claim.h"
+
 static SY_TLS float *tl_buf[4];
 static SY_TLS size_t tl_cap[4];
 
@@ -92,17 +95,15 @@ int sy_set_threads(int n) {
 }
 
 static void run_items(int tid) {
-  for (;;) {
-    int64_t it = __atomic_fetch_add(&next_item, 1, __ATOMIC_RELAXED);
-    if (it >= job_n) break;
-    job_fn(job_ctx, it, tid);
-  }
+  sy_claim_state c = {&next_item, 0, job_n, -1, job_threads};
+  sy_claim_run(&c, job_fn, job_ctx, tid);
 }
 
 void sy_parallel_for(int64_t nitems, sy_task_fn fn, void *ctx) {
   int T = active_threads();
   if (nitems <= 1 || T <= 1 || __atomic_exchange_n(&busy, 1, __ATOMIC_ACQUIRE)) {
-    for (int64_t i = 0; i < nitems; i++) fn(ctx, i, 0);
+    sy_claim_state c = {NULL, 0, nitems, -1, 1};
+    sy_claim_run(&c, fn, ctx, 0);
     return;
   }
   job_fn = fn;
