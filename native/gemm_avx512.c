@@ -62,7 +62,12 @@ SY_INLINE void load_transposed(const float *src, int64_t ld, int rows, int kl, _
  * rows instead reads 56 or 128 bytes per row at a stride of the leading dimension (4 KiB for the
  * expert FFN's [rows, dFF] activations: a new page on every load), so the hardware prefetchers
  * never get going. Packing dH1ᵀ and dH3ᵀ for the weight gradients took 26% less time this way.
+ * They go COPY_ROWS source rows at a time, panel by panel within them: row by row over all panels
+ * sent each row's chunks to destinations a multiple of 4 KiB apart (kc·MR or kc·NR floats), which
+ * share their L1 sets and alias their loads against the stores. A [112 x 512] block of dH1ᵀ
+ * packed in 12-13 us instead of 18.5-20.6 from L2, 23-27 instead of 25-35 from memory.
  */
+#define COPY_ROWS 16
 
 /*
  * Pack rows [0, mc) x depth [0, kc) of op(A) into MR-row panels: ap[p*MR*kc + l*MR + i].
@@ -71,13 +76,15 @@ SY_INLINE void load_transposed(const float *src, int64_t ld, int rows, int kl, _
 static void pack_a(int trans, const float *a, int64_t lda, int mc, int kc, float *ap) {
   const __mmask16 st = mask_n(MR);
   if (trans) {
-    for (int l = 0; l < kc; l++) {
-      const float *src = a + (int64_t)l * lda;
-      float *dst = ap + l * MR;
-      int p = 0;
-      for (; p + MR <= mc; p += MR) _mm512_mask_storeu_ps(dst + (int64_t)p * kc, st, _mm512_maskz_loadu_ps(st, src + p));
-      if (p < mc) /* the last panel's rows past mc are zero */
-        _mm512_mask_storeu_ps(dst + (int64_t)p * kc, st, _mm512_maskz_loadu_ps(mask_n(mc - p), src + p));
+    for (int l0 = 0; l0 < kc; l0 += COPY_ROWS) {
+      int l1 = l0 + COPY_ROWS < kc ? l0 + COPY_ROWS : kc;
+      for (int p = 0; p < mc; p += MR) {
+        /* the last panel's rows past mc are zero */
+        __mmask16 lm = p + MR <= mc ? st : mask_n(mc - p);
+        float *dst = ap + (int64_t)p * kc;
+        for (int l = l0; l < l1; l++)
+          _mm512_mask_storeu_ps(dst + l * MR, st, _mm512_maskz_loadu_ps(lm, a + (int64_t)l * lda + p));
+      }
     }
     return;
   }
@@ -102,16 +109,23 @@ static void pack_b(int trans, const float *b, int64_t ldb, int kc, int nc, float
   if (!trans) {
     const int full = nc - nc % NR; /* columns in whole panels */
     __mmask16 m0 = mask_n(nc - full), m1 = mask_n(nc - full > 16 ? nc - full - 16 : 0);
-    for (int l = 0; l < kc; l++) {
-      const float *src = b + (int64_t)l * ldb;
-      float *dst = bp + l * NR;
+    for (int l0 = 0; l0 < kc; l0 += COPY_ROWS) {
+      int l1 = l0 + COPY_ROWS < kc ? l0 + COPY_ROWS : kc;
       for (int q = 0; q < full; q += NR) {
-        _mm512_store_ps(dst + (int64_t)q * kc, _mm512_loadu_ps(src + q));
-        _mm512_store_ps(dst + (int64_t)q * kc + 16, _mm512_loadu_ps(src + q + 16));
+        float *dst = bp + (int64_t)q * kc;
+        for (int l = l0; l < l1; l++) {
+          const float *src = b + (int64_t)l * ldb + q;
+          _mm512_store_ps(dst + l * NR, _mm512_loadu_ps(src));
+          _mm512_store_ps(dst + l * NR + 16, _mm512_loadu_ps(src + 16));
+        }
       }
       if (full < nc) { /* the last panel's columns past nc are zero */
-        _mm512_store_ps(dst + (int64_t)full * kc, _mm512_maskz_loadu_ps(m0, src + full));
-        _mm512_store_ps(dst + (int64_t)full * kc + 16, _mm512_maskz_loadu_ps(m1, src + full + 16));
+        float *dst = bp + (int64_t)full * kc;
+        for (int l = l0; l < l1; l++) {
+          const float *src = b + (int64_t)l * ldb + full;
+          _mm512_store_ps(dst + l * NR, _mm512_maskz_loadu_ps(m0, src));
+          _mm512_store_ps(dst + l * NR + 16, _mm512_maskz_loadu_ps(m1, src + 16));
+        }
       }
     }
     return;
