@@ -1247,6 +1247,91 @@ static napi_value js_set_isa(napi_env env, napi_callback_info info) {
   return v;
 }
 
+/* ---------------------------------------------------------------------------------------- */
+/* Self-check of the pool's early claiming, for the test suite                               */
+/* ---------------------------------------------------------------------------------------- */
+
+/* claimProbe(items, nested): one parallel job of `items` items, each of which claims its thread's
+ * next item early (sy_parallel_claim_ahead, twice: the answers must agree) and, when nested, first
+ * runs a 3-item job of its own (inline when the pool is busy) checked the same way. Returns
+ * Int32Array [runs of item 0..n-1, nested items run, early claims made, violations]: a violation
+ * is an item run other than once, a thread running something other than the item it claimed, or
+ * two claims in one item disagreeing. */
+#define PROBE_NESTED 3
+typedef struct {
+  int64_t n;
+  int nested;
+  int *runs;
+  int nested_runs, claims, violations;
+  int64_t expect[256]; /* per tid: the item claimed early by the thread's previous item, or -1 */
+} probe_ctx;
+
+static probe_ctx *probe_new(int64_t n, int nested) {
+  probe_ctx *p = (probe_ctx *)calloc(1, sizeof(probe_ctx));
+  int *runs = (int *)calloc((size_t)n + 1, sizeof(int));
+  if (!p || !runs) abort();
+  p->n = n;
+  p->nested = nested;
+  p->runs = runs;
+  for (int i = 0; i < 256; i++) p->expect[i] = -1;
+  return p;
+}
+
+static void probe_free(probe_ctx *p) {
+  free(p->runs);
+  free(p);
+}
+
+static void probe_item(void *vc, int64_t item, int tid) {
+  probe_ctx *c = (probe_ctx *)vc;
+  if (c->expect[tid] >= 0 && c->expect[tid] != item) __atomic_fetch_add(&c->violations, 1, __ATOMIC_RELAXED);
+  __atomic_fetch_add(&c->runs[item], 1, __ATOMIC_RELAXED);
+  if (c->nested) {
+    probe_ctx *q = probe_new(PROBE_NESTED, 0);
+    sy_parallel_for(PROBE_NESTED, probe_item, q);
+    int bad = q->violations;
+    for (int i = 0; i < PROBE_NESTED; i++) bad += q->runs[i] != 1;
+    __atomic_fetch_add(&c->violations, bad, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&c->nested_runs, PROBE_NESTED, __ATOMIC_RELAXED);
+    probe_free(q);
+  }
+  volatile double s = 0;
+  for (int i = 0; i < 2000; i++) s += i; /* long enough for the threads to interleave */
+  int64_t a = sy_parallel_claim_ahead(), b = sy_parallel_claim_ahead();
+  if (a != b || a >= c->n || (a >= 0 && a <= item)) __atomic_fetch_add(&c->violations, 1, __ATOMIC_RELAXED);
+  if (a >= 0) __atomic_fetch_add(&c->claims, 1, __ATOMIC_RELAXED);
+  c->expect[tid] = a;
+}
+
+static napi_value js_claim_probe(napi_env env, napi_callback_info info) {
+  call_t c;
+  int64_t n;
+  bool nested = false;
+  if (!begin(&c, env, info, "claimProbe", 2)) return NULL;
+  if (!arg_count(&c, 0, "items", &n)) return NULL;
+  if (n > 1 << 20) {
+    throw_range(&c, "items must be at most 2^20 (got %lld)", (long long)n);
+    return NULL;
+  }
+  if (napi_get_value_bool(env, c.argv[1], &nested) != napi_ok) {
+    throw_type(&c, "nested must be a boolean");
+    return NULL;
+  }
+  probe_ctx *p = probe_new(n, nested);
+  sy_parallel_for(n, probe_item, p);
+  napi_value ab, out;
+  void *data;
+  napi_create_arraybuffer(env, sizeof(int32_t) * ((size_t)n + 3), &data, &ab);
+  int32_t *o = (int32_t *)data;
+  for (int64_t i = 0; i < n; i++) o[i] = p->runs[i];
+  o[n] = p->nested_runs;
+  o[n + 1] = p->claims;
+  o[n + 2] = p->violations;
+  napi_create_typedarray(env, napi_int32_array, (size_t)n + 3, ab, 0, &out);
+  probe_free(p);
+  return out;
+}
+
 static pthread_once_t isa_once = PTHREAD_ONCE_INIT;
 
 NAPI_MODULE_INIT() {
@@ -1287,6 +1372,7 @@ NAPI_MODULE_INIT() {
       {"defaultThreads", js_default_threads},
       {"isa", js_isa},
       {"setIsa", js_set_isa},
+      {"claimProbe", js_claim_probe},
   };
   for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
     napi_value f;

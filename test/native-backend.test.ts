@@ -5,9 +5,11 @@
  * If the addon is not built the suite is skipped, unless SWITCHYARD_REQUIRE_NATIVE=1, in which
  * case it fails. No timing assertions.
  */
+import { createRequire } from 'node:module';
+
 import { afterAll, describe, expect, it } from 'vitest';
 
-import { loadNativeBackend, nativeLoadError, type NativeBackend } from '../src/backend/native.js';
+import { loadNativeBackend, nativeAddonPath, nativeLoadError, type NativeBackend } from '../src/backend/native.js';
 import {
   argumentValidationTests,
   determinismTests,
@@ -47,6 +49,30 @@ d('NativeBackend', () => {
   afterAll(() => {
     if (!native) return;
     nb.setIsa(originalIsa as 'avx512' | 'avx2' | 'scalar');
+    nb.setThreads(originalThreads);
+  });
+
+  // The pool lets an item claim its thread's next item early (native/claim.h), so that the grouped
+  // GEMMs can prefetch that item's weights; the addon's claimProbe checks the bookkeeping directly.
+  it('pool: early claims (sy_parallel_claim_ahead) run each item once, on the thread that claimed it, nested jobs included', () => {
+    const probe = (createRequire(import.meta.url)(nativeAddonPath()) as {
+      claimProbe(items: number, nested: boolean): Int32Array;
+    }).claimProbe;
+    for (const threads of [...new Set([1, originalThreads])]) {
+      nb.setThreads(threads);
+      for (const n of [0, 1, 2, 3, 7, 64, 1000]) {
+        for (const nested of [false, true]) {
+          const r = probe(n, nested);
+          const at = `threads ${threads}, items ${n}, nested ${nested}`;
+          expect(Array.from(r.subarray(0, n)).every((runs) => runs === 1), at).toBe(true);
+          expect(r[n], at).toBe(nested ? 3 * n : 0); // nested items run
+          expect(r[n + 2], at).toBe(0); // violations
+          // one thread claims every item but the last early; T threads skip the last T - 1
+          if (threads === 1) expect(r[n + 1], at).toBe(Math.max(0, n - 1));
+          else if (n >= 64) expect(r[n + 1], at).toBeGreaterThan(0);
+        }
+      }
+    }
     nb.setThreads(originalThreads);
   });
 
