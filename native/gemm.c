@@ -95,7 +95,7 @@ static void macro_block(const sy_gemm_isa *isa, const sy_gemm_task *t, int i0, i
 }
 
 typedef struct group_ctx group_ctx;
-static sy_prefetch next_item_b(const group_ctx *g, const sy_work_unit *r, int i);
+static const sy_gemm_task *next_item_task(const group_ctx *g, const sy_work_unit *r, int i);
 
 /* C rows [i0, i1) x cols [j0, j1) of a task (k > 0) on the calling thread, thread-local packing.
  * In a grouped call (g: the schedule, r: the running unit, i: the task's index in it), each
@@ -113,13 +113,17 @@ static void region_serial(const sy_gemm_isa *isa, const sy_gemm_task *t, int i0,
       isa->pack_b(t->trans_b, b_at(t, p0, jc), t->ldb, kcb, ncb, bp);
       sy_prefetch pf = {0};
       if (g) {
-        int nj = jc, np = p0 + kcb;
-        if (np >= t->k) {
-          np = 0;
-          nj = jc + NC;
+        const sy_gemm_task *nt = t;
+        int np, nj, nj1 = j1;
+        sy_block_after(t->k, NC, p0 + kcb, jc, &np, &nj);
+        if (nj >= j1) { /* np = 0: the next task's first block */
+          nt = next_item_task(g, r, i);
+          nj = 0;
+          nj1 = nt ? nt->n : 0;
         }
-        if (nj < j1) pf = sy_prefetch_b(t->b, t->ldb, t->trans_b, np, imin(KB, t->k - np), nj, imin(NC, j1 - nj));
-        else pf = next_item_b(g, r, i);
+        if (nt)
+          pf = sy_prefetch_b(nt->b, nt->ldb, nt->trans_b, np, imin(sy_depth_block(isa, nt->k), nt->k - np), nj,
+                             imin(NC, nj1 - nj));
       }
       /* streamed stores only when C is written once: no accumulation, one depth block */
       int acc = t->accumulate || p0 > 0 ? 1 : (t->stream && kcb == t->k ? 2 : 0);
@@ -205,21 +209,18 @@ struct group_ctx {
   const sy_work_unit *order;
 };
 
-/* The first B block of the task this thread runs after task i of unit r: the next task of r's
- * chain, else the first task of the unit it claims next (nothing when none is left). */
-static sy_prefetch next_item_b(const group_ctx *g, const sy_work_unit *r, int i) {
-  sy_prefetch pf = {0};
+/* The task this thread runs after task i of unit r: the next task of r's chain, else the first
+ * task of the unit it claims next; NULL when none is left or it has nothing to compute. */
+static const sy_gemm_task *next_item_task(const group_ctx *g, const sy_work_unit *r, int i) {
   const sy_gemm_task *t;
   if (i + 1 < r->idx + r->len) {
     t = &g->tasks[i + 1];
   } else {
     int64_t next = sy_parallel_claim_ahead();
-    if (next < 0) return pf;
+    if (next < 0) return NULL;
     t = &g->tasks[g->order[next].idx];
   }
-  if (t->m <= 0 || t->n <= 0 || t->k <= 0) return pf;
-  const int NC = (SY_GEMM_NC / g->isa->nr) * g->isa->nr;
-  return sy_prefetch_b(t->b, t->ldb, t->trans_b, 0, imin(sy_depth_block(g->isa, t->k), t->k), 0, imin(NC, t->n));
+  return t->m > 0 && t->n > 0 && t->k > 0 ? t : NULL;
 }
 
 static void group_item(void *vctx, int64_t item, int tid) {

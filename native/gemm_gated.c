@@ -61,12 +61,9 @@ typedef struct {
  * unit the thread claims next from sched (NULL: none). Left empty when there is none. */
 static void next_block_b(const sy_gemm_isa *isa, const sy_gated_task *t, int up, int NC, int p_end, int jc,
                          const gated_ctx *sched, sy_prefetch *pf1, sy_prefetch *pf3) {
-  int np = p_end, nj = jc;
-  if (np >= t->k) {
-    np = 0;
-    nj = jc + NC;
-  }
-  if (nj >= t->n) {
+  int np, nj;
+  sy_block_after(t->k, NC, p_end, jc, &np, &nj);
+  if (nj >= t->n) { /* np = 0: the next unit's first block */
     int64_t next = sched ? sy_parallel_claim_ahead() : -1;
     if (next < 0) return;
     t = &sched->tasks[sched->units[next].idx]; /* units have rows, columns and depth */

@@ -120,6 +120,13 @@ static inline sy_prefetch sy_prefetch_b(const float *b, int64_t ldb, int trans_b
   return pf;
 }
 
+/* The block a task's loop packs after the one ending at depth p_end in column block jc (depth
+ * blocks inside column blocks of nc): *np, *nj; *nj >= the task's columns means the task is done. */
+static inline void sy_block_after(int k, int nc, int p_end, int jc, int *np, int *nj) {
+  *np = p_end < k ? p_end : 0;
+  *nj = p_end < k ? jc : jc + nc;
+}
+
 /* Fetch the stream's next line into L2 (prefetcht1 on x86: L2 holds a packed block and the next
  * block's source, L1 does not), then step. Inlined into micro-kernel loops, on a local copy. */
 static inline __attribute__((always_inline)) void sy_prefetch_step(sy_prefetch *pf) {
