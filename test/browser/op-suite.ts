@@ -496,6 +496,7 @@ export function gemmGatedTests(nb: Backend, setup: () => void): void {
       { rows: [300, 7], k: 700, n: 530, pad: 0 }, // k past the longest depth block (5/4 of kc = 512), n past the up column block, one task split across threads
       { rows: [45, 2], k: 24, n: 1100, pad: 1 }, // n past the (wider) down-grad column block
       { rows: [230, 225, 220, 215, 30, 20], k: 64, n: 200, pad: 0 }, // units of more than one row block (MC) in one depth block: the down-grad reuses its G block
+      { rows: [600, 610, 620, 630, 600, 610, 620, 630], k: 520, n: 40, pad: 1 }, // one depth block, units too big for the up-projection to pack their rows once (and halved ones that are not)
     ];
     for (const mode of ['up', 'down-grad'] as const)
       it(`${mode}: equals gemm then gatedAct${mode === 'up' ? '' : 'Grad'} on the same backend, and the reference`, () => {
