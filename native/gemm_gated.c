@@ -180,7 +180,6 @@ static void gated_rows(const sy_gemm_isa *isa, const sy_gated_task *t, int mode,
   }
 }
 
-
 static void gated_unit(void *vctx, int64_t item, int tid) {
   (void)tid;
   const gated_ctx *c = (const gated_ctx *)vctx;

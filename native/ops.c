@@ -16,6 +16,7 @@
 #define CHUNK_POW 1024    /* scalar libm pow */
 #define ROW_WORK 16384    /* elements per row-block item */
 #define ROW_WORK_EXP 4096 /* the same for rows with an exp per element (softmax, logsumexp) */
+#define ROW_WORK_TOPK 4096 /* the same for top-k rows (a compare per element, an insertion sometimes) */
 #define PAR_MIN_LIGHT 65536
 #define PAR_MIN_HEAVY 16384
 
@@ -333,8 +334,8 @@ static void topk_item(void *vc, int64_t item, int tid) {
 void sy_op_topk_rows(const float *x, int64_t rows, int64_t cols, int64_t k, float *values, int32_t *indices) {
   if (rows <= 0 || k <= 0) return;
   const int64_t w = max64(1, cols);
-  topk_ctx c = {x, values, indices, rows, cols, k, max64(1, ROW_WORK_EXP / w)};
-  run_chunks(rows, c.rows_per_item, cdiv(2 * ROW_WORK_EXP, w), topk_item, &c);
+  topk_ctx c = {x, values, indices, rows, cols, k, max64(1, ROW_WORK_TOPK / w)};
+  run_chunks(rows, c.rows_per_item, cdiv(2 * ROW_WORK_TOPK, w), topk_item, &c);
 }
 
 /* Rotary embedding: blocks of ROT_ROWS rows per item. Each output pair is computed in double from
