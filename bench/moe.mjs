@@ -14,7 +14,11 @@ const REPS = Number(process.env.BENCH_REPS ?? 7);
 // in one PyTorch trace of four it was 247 275 184 179 163 157 145 139 ... (docs/benchmarks.md,
 // session 6).
 const WARMUP = Number(process.env.BENCH_WARMUP ?? 3);
-const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
+// The peer's thread configuration is chosen on screening runs of the peer alone, and measured on
+// fresh runs next to ours: choosing and reporting on the same runs (as before session 12) reports
+// the luckiest of six configurations' medians, an estimate biased the peer's way (winner's curse).
+const SCREEN_ROUNDS = Number(process.env.BENCH_SCREEN_ROUNDS ?? 3);
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 9);
 
 function median(xs) {
   const s = [...xs].sort((a, b) => a - b);
@@ -90,6 +94,8 @@ function pairedRatio(pairs, key) {
   return median(pairs.map(([peer, me]) => peer[key] / me[key]));
 }
 
+const KEYS = ['forward_s', 'forward_backward_s'];
+
 export function benchMoE() {
   const backend = getBackend();
   console.log(`\n== MoE layer (issue 3): backend ${backend.name}, ${backend.threads} threads ==`);
@@ -97,74 +103,72 @@ export function benchMoE() {
     { tokens: 2048, dModel: 256, dFF: 1024, E: 8, k: 2 },
     { tokens: 2048, dModel: 256, dFF: 1024, E: 64, k: 2 },
   ];
-  const runsOf = cases.map(() => ({ ours: [], peers: PEER_SPLITS.map(() => []), pairs: PEER_SPLITS.map(() => []) }));
-  const scaling = []; // [ours at 8 experts, ours at 64] run back to back
+  const run = (c, split) => torchPeer(c.tokens, c.dModel, c.dFF, c.E, c.k, split);
+  const tps = (c, s) => Math.round(c.tokens / s).toLocaleString('en-US');
+  // 1) Screening: every peer configuration alone, SCREEN_ROUNDS times per case, interleaved.
+  const screen = cases.map(() => PEER_SPLITS.map(() => []));
+  for (let r = 0; r < SCREEN_ROUNDS; r++) {
+    PEER_SPLITS.forEach((split, i) => cases.forEach((c, ci) => screen[ci][i].push(run(c, split))));
+  }
+  // Per case and metric, the configuration with the lowest median screening time.
+  const chosen = cases.map((_, ci) => {
+    const pick = {};
+    for (const key of KEYS) {
+      const meds = screen[ci].map((runs) => median(runs.map((v) => v[key])));
+      pick[key] = meds.indexOf(Math.min(...meds));
+    }
+    return pick;
+  });
+  // 2) Measurement: per round, the chosen peer configuration(s) at 8 experts, ours at 8, ours at
+  // 64, the chosen configuration(s) at 64. Every peer run sits next to one of ours (its pair) and
+  // ours at the two expert counts sit next to each other, so the host's drift hits both sides of
+  // every ratio alike. Each run is a fresh process that builds its own layer and warms up.
+  const measured = cases.map(() => ({ ours: [], peer: new Map() }));
+  const scaling = [];
+  const peerRuns = (ci) => {
+    for (const i of new Set(KEYS.map((key) => chosen[ci][key]))) {
+      const list = measured[ci].peer.get(i) ?? [];
+      list.push(run(cases[ci], PEER_SPLITS[i]));
+      measured[ci].peer.set(i, list);
+    }
+  };
   for (let r = 0; r < ROUNDS; r++) {
-    // Per peer configuration: peer at 8 experts, ours at 8, ours at 64, peer at 64. Every peer run
-    // is next to one of ours (its pair) and the two expert counts of ours are next to each other,
-    // so the host's drift hits both sides of every ratio alike. Each run builds its own layer and
-    // warms up before timing.
-    PEER_SPLITS.forEach((split, i) => {
-      const [c8, c64] = cases;
-      const p8 = torchPeer(c8.tokens, c8.dModel, c8.dFF, c8.E, c8.k, split);
-      const o8 = ours(c8.tokens, c8.dModel, c8.dFF, c8.E, c8.k);
-      const o64 = ours(c64.tokens, c64.dModel, c64.dFF, c64.E, c64.k);
-      const p64 = torchPeer(c64.tokens, c64.dModel, c64.dFF, c64.E, c64.k, split);
-      runsOf[0].peers[i].push(p8);
-      runsOf[0].ours.push(o8);
-      runsOf[0].pairs[i].push([p8, o8]);
-      runsOf[1].peers[i].push(p64);
-      runsOf[1].ours.push(o64);
-      runsOf[1].pairs[i].push([p64, o64]);
-      scaling.push([o8, o64]);
-    });
+    peerRuns(0);
+    const o8 = ours(cases[0].tokens, cases[0].dModel, cases[0].dFF, cases[0].E, cases[0].k);
+    const o64 = ours(cases[1].tokens, cases[1].dModel, cases[1].dFF, cases[1].E, cases[1].k);
+    peerRuns(1);
+    measured[0].ours.push(o8);
+    measured[1].ours.push(o64);
+    scaling.push([o8, o64]);
   }
   const results = [];
   for (const [ci, c] of cases.entries()) {
-    const runs = runsOf[ci];
+    const m = measured[ci];
     const med = (list, key) => median(list.map((v) => v[key]));
-    const peer = {};
-    const paired = {};
-    for (const key of ['forward_s', 'forward_backward_s']) {
-      // The peer's figure: its fastest configuration by median time (lowest of six medians, which
-      // leans its way: the luckiest configuration wins).
-      let best = 0;
-      PEER_SPLITS.forEach((_, i) => {
-        if (med(runs.peers[i], key) < med(runs.peers[best], key)) best = i;
-      });
-      peer[key] = med(runs.peers[best], key);
-      peer[`${key}_threads`] = splitName(PEER_SPLITS[best]);
-      // Paired: per configuration the median of its paired ratios; the configuration with the
-      // lowest (the one that does best against us) is the peer's.
-      let bestPaired = 0;
-      PEER_SPLITS.forEach((_, i) => {
-        if (pairedRatio(runs.pairs[i], key) < pairedRatio(runs.pairs[bestPaired], key)) bestPaired = i;
-      });
-      paired[key] = pairedRatio(runs.pairs[bestPaired], key);
-      paired[`${key}_threads`] = splitName(PEER_SPLITS[bestPaired]);
-    }
-    const me = { forward_s: med(runs.ours, 'forward_s'), forward_backward_s: med(runs.ours, 'forward_backward_s') };
     // This host's speed drifts from minute to minute: show each side's spread over its runs too.
     const spread = (list, key) => {
-      const v = list.map((r) => c.tokens / r[key]);
+      const v = list.map((x) => c.tokens / x[key]);
       return `${Math.round(Math.min(...v)).toLocaleString('en-US')}-${Math.round(Math.max(...v)).toLocaleString('en-US')}`;
     };
-    const bestRuns = (key) => runs.peers[PEER_SPLITS.findIndex((sp) => peer[`${key}_threads`] === splitName(sp))];
-    const row = { ...c, ours: me, torch: peer, paired, peerName: runs.peers[0][0].peer };
-    results.push(row);
-    const tps = (s) => Math.round(c.tokens / s).toLocaleString('en-US');
+    const me = { forward_s: med(m.ours, 'forward_s'), forward_backward_s: med(m.ours, 'forward_backward_s') };
+    const peer = {};
+    const paired = {};
+    for (const key of KEYS) {
+      const runs = m.peer.get(chosen[ci][key]);
+      peer[key] = med(runs, key);
+      peer[`${key}_threads`] = splitName(PEER_SPLITS[chosen[ci][key]]);
+      paired[key] = pairedRatio(runs.map((p, r) => [p, m.ours[r]]), key);
+    }
+    results.push({ ...c, ours: me, torch: peer, paired, peerName: screen[0][0][0].peer });
     console.log(`tokens=${c.tokens} dModel=${c.dModel} dFF=${c.dFF} experts=${c.E} top-${c.k} gated SiLU`);
-    for (const key of ['forward_s', 'forward_backward_s']) {
+    for (const key of KEYS) {
       const name = key === 'forward_s' ? 'forward         ' : 'forward+backward';
+      const meds = screen[ci].map((runs) => tps(c, median(runs.map((v) => v[key])))).join(' / ');
+      const runs = m.peer.get(chosen[ci][key]);
+      console.log(`  ${name}  peer screening (${SCREEN_ROUNDS} runs per configuration, median tok/s): ${meds}; chosen: ${peer[`${key}_threads`]}`);
       console.log(
-        `  ${name}  switchyard ${tps(me[key])} tok/s  ` +
-          `torch (${peer[`${key}_threads`]}) ${tps(peer[key])} tok/s  ratio of medians ${(peer[key] / me[key]).toFixed(2)}x` +
-          `  [runs: switchyard ${spread(runs.ours, key)}, torch ${spread(bestRuns(key), key)} tok/s]`,
-      );
-      const all = PEER_SPLITS.map((_, i) => pairedRatio(runs.pairs[i], key).toFixed(2)).join(' ');
-      console.log(
-        `  ${name}  paired ratio ${paired[key].toFixed(2)}x (torch ${paired[`${key}_threads`]}; ` +
-          `median over ${ROUNDS} rounds of adjacent runs; per configuration: ${all})`,
+        `  ${name}  switchyard ${tps(c, me[key])} tok/s  torch ${tps(c, peer[key])} tok/s  ratio of medians ${(peer[key] / me[key]).toFixed(2)}x` +
+          `  paired ratio ${paired[key].toFixed(2)}x  [${ROUNDS} rounds; runs: switchyard ${spread(m.ours, key)}, torch ${spread(runs, key)} tok/s]`,
       );
     }
   }
