@@ -7,7 +7,7 @@ import { GEMM_ACCUMULATE, GEMM_PARAMS, GEMM_TRANS_A, GEMM_TRANS_B } from '../bac
 import { allocFloat32 } from '../backend/alloc.js';
 import { acquireScratch } from '../backend/scratch.js';
 import { ShapeError } from '../errors.js';
-import { leafGradSink, record } from '../tensor/autodiff.js';
+import { leafGradSink, pendingGradSink, record } from '../tensor/autodiff.js';
 import { broadcastShapes, sizeOf } from '../tensor/shape.js';
 import { Tensor } from '../tensor/tensor.js';
 import { add } from './elementwise.js';
@@ -87,8 +87,8 @@ export function matmul(a: Tensor, b: Tensor, opts?: MatmulOptions): Tensor {
   const k = ka;
   const aBatch = a.shape.slice(0, -2), bBatch = b.rank >= 2 ? b.shape.slice(0, -2) : [];
   const aB = a.rank >= 2 ? aBatch : [];
-  // Fast path: a has batch dims, b is a plain matrix, a not transposed: fold a's batch into M.
-  if (aB.length > 0 && bBatch.length === 0 && !ta) {
+  // Fast path: b is a plain matrix (or vector), a not transposed: fold a's batch (if any) into M.
+  if (a.rank >= 2 && bBatch.length === 0 && !ta) {
     const rows = sizeOf(aB) * m;
     const out2 = matmul2d(a, a.f32, rows, k, b, n, tb);
     const outShape = b.rank === 1 ? [...aB, m] : [...aB, m, n];
@@ -141,9 +141,11 @@ function matmul2d(
       const gd = g.f32;
       let da: Tensor | null = null, db: Tensor | null = null;
       if (a.requiresGrad) {
-        const full = acquireScratch(rows * k); // overwritten by the gemm
-        gemmBatched(gd, [0], n, false, bd, [0], bCols, !tb, full, [0], rows, k, n, false);
-        da = new Tensor(full, a.shape);
+        // Added straight into a's pending gradient when the engine allows it (see pendingGradSink).
+        const sink = pendingGradSink(a);
+        const full = sink ?? acquireScratch(rows * k); // else overwritten by the gemm
+        gemmBatched(gd, [0], n, false, bd, [0], bCols, !tb, full, [0], rows, k, n, sink !== null);
+        da = sink ? null : new Tensor(full, a.shape);
       }
       if (b.requiresGrad) {
         // A weight (leaf) gets its gradient written into its own .grad buffer (see leafGradSink).

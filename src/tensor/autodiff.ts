@@ -131,6 +131,21 @@ export function leafGradSink(t: Tensor): { data: Float32Array; accumulate: boole
   return { data, accumulate: false };
 }
 
+/** While a backward runs: the engine's pending gradient for a tensor, if a rule may add into it. */
+let pendingSink: ((t: Tensor) => Float32Array | null) | null = null;
+
+/**
+ * Where a backward rule may add its gradient for input `t` in place (and then return null for
+ * it): the sum of `t`'s gradients from the consumers whose rules have already run, when that
+ * buffer is the engine's alone. One GEMM with accumulation then replaces a temporary the size of
+ * `t` plus an element-wise add (x feeding both the router and the experts; q, k, v projections
+ * of one input). Null outside a backward rule, when nothing is pending for `t` yet, when the
+ * buffer is shared, or in anomaly mode (its per-gradient checks need the gradient returned).
+ */
+export function pendingGradSink(t: Tensor): Float32Array | null {
+  return pendingSink && !anomalyMode && t.dtype === 'float32' ? pendingSink(t) : null;
+}
+
 /** Reverse topological order of the graph below root (iterative: deep graphs must not overflow). */
 function reverseTopo(root: Tensor): Tensor[] {
   const order: Tensor[] = [];
@@ -185,7 +200,12 @@ export function runBackward(root: Tensor, gradOutput: Tensor): void {
   grads.set(root, gradOutput);
   handOut(gradOutput, 2); // the caller's tensor: never adopted or mutated
   const prev = gradEnabled;
+  const prevSink = pendingSink;
   gradEnabled = false;
+  pendingSink = (t) => {
+    const acc = grads.get(t);
+    return acc && exclusive(acc) && acc.data instanceof Float32Array && acc.size === t.size ? acc.data : null;
+  };
   try {
     for (const t of order) {
       const g = grads.get(t);
@@ -236,5 +256,6 @@ export function runBackward(root: Tensor, gradOutput: Tensor): void {
     }
   } finally {
     gradEnabled = prev;
+    pendingSink = prevSink;
   }
 }
