@@ -103,6 +103,7 @@ export function benchMoE() {
     { tokens: 2048, dModel: 256, dFF: 1024, E: 8, k: 2 },
     { tokens: 2048, dModel: 256, dFF: 1024, E: 64, k: 2 },
   ];
+  console.log(`peer configurations, in the order of the screening medians below: ${PEER_SPLITS.map(splitName).join(' / ')}`);
   const run = (c, split) => torchPeer(c.tokens, c.dModel, c.dFF, c.E, c.k, split);
   const tps = (c, s) => Math.round(c.tokens / s).toLocaleString('en-US');
   // 1) Screening: every peer configuration alone, SCREEN_ROUNDS times per case, interleaved.
