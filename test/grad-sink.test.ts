@@ -169,8 +169,8 @@ forEachBackend((backend, run) => {
     });
 
     test('a pending gradient shared with another input is not written into', () => {
-      // (h + z)'s rule hands one buffer to both h and z: the matmul must not add into it, or z's
-      // gradient would get the matmul's product too.
+      // (h + z)'s rule hands one buffer to both h and z, so h's pending sum is shared with z's
+      // gradient when the matmuls' rules run: both gradients must still come out right.
       const x = Tensor.randn([T, d], { seed: 18, requiresGrad: true });
       const z = Tensor.randn([T, d], { seed: 19, requiresGrad: true });
       run(() => {
@@ -183,8 +183,8 @@ forEachBackend((backend, run) => {
 
     test("a pending gradient that is also the matmul's own output gradient is not written into", () => {
       // u = h + h·Wᵀ: add's rule hands one buffer G to both h and the product, so the product's
-      // rule reads G as its output gradient while G is also h's pending sum. Adding into it would
-      // corrupt the product it is computing. dL/dh = g3 + g3·W.
+      // rule reads G as its output gradient while G is also h's pending sum (shared, so not
+      // offered: the probe test above checks that). dL/dh = g3 + g3·W.
       const x = Tensor.randn([T, d], { seed: 20, requiresGrad: true });
       const W = Tensor.randn([d, d], { seed: 21 });
       run(() => {
