@@ -108,6 +108,8 @@ export function benchMoE() {
   ];
   console.log(`peer configurations, in the order of the screening medians below: ${PEER_SPLITS.map(splitName).join(' / ')}`);
   const run = (c, split) => torchPeer(c.tokens, c.dModel, c.dFF, c.E, c.k, split);
+  const mine = (c) => ours(c.tokens, c.dModel, c.dFF, c.E, c.k);
+  const med = (list, key) => median(list.map((v) => v[key]));
   const tps = (c, s) => Math.round(c.tokens / s).toLocaleString('en-US');
   // 1) Screening: every peer configuration alone, SCREEN_ROUNDS times per case, interleaved.
   const screen = cases.map(() => PEER_SPLITS.map(() => []));
@@ -118,7 +120,7 @@ export function benchMoE() {
   const finalists = cases.map((_, ci) => {
     const pick = {};
     for (const key of KEYS) {
-      const meds = screen[ci].map((runs) => median(runs.map((v) => v[key])));
+      const meds = screen[ci].map((runs) => med(runs, key));
       pick[key] = meds.map((t, i) => [t, i]).sort((a, b) => a[0] - b[0]).slice(0, 2).map(([, i]) => i);
     }
     return pick;
@@ -138,8 +140,8 @@ export function benchMoE() {
   };
   for (let r = 0; r < ROUNDS; r++) {
     peerRuns(0);
-    const o8 = ours(cases[0].tokens, cases[0].dModel, cases[0].dFF, cases[0].E, cases[0].k);
-    const o64 = ours(cases[1].tokens, cases[1].dModel, cases[1].dFF, cases[1].E, cases[1].k);
+    const o8 = mine(cases[0]);
+    const o64 = mine(cases[1]);
     peerRuns(1);
     measured[0].ours.push(o8);
     measured[1].ours.push(o64);
@@ -148,7 +150,6 @@ export function benchMoE() {
   const results = [];
   for (const [ci, c] of cases.entries()) {
     const m = measured[ci];
-    const med = (list, key) => median(list.map((v) => v[key]));
     // This host's speed drifts from minute to minute: show each side's spread over its runs too.
     const spread = (list, key) => {
       const v = list.map((x) => c.tokens / x[key]);
@@ -171,7 +172,7 @@ export function benchMoE() {
     console.log(`tokens=${c.tokens} dModel=${c.dModel} dFF=${c.dFF} experts=${c.E} top-${c.k} gated SiLU`);
     for (const key of KEYS) {
       const name = key === 'forward_s' ? 'forward         ' : 'forward+backward';
-      const meds = screen[ci].map((runs) => tps(c, median(runs.map((v) => v[key])))).join(' / ');
+      const meds = screen[ci].map((runs) => tps(c, med(runs, key))).join(' / ');
       const runs = m.peer.get(chosen[key]);
       const fin = finalists[ci][key].map((i) => `${splitName(PEER_SPLITS[i])} ${tps(c, med(m.peer.get(i), key))}`).join(', ');
       console.log(`  ${name}  peer screening (${SCREEN_ROUNDS} runs per configuration, median tok/s): ${meds}; finalists measured (tok/s): ${fin}`);
